@@ -1,0 +1,1 @@
+//! Backends that run an app's workload: a process, a systemd unit or a docker container.

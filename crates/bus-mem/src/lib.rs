@@ -1,0 +1,1 @@
+//! In-process EventBus, RPC and ObjectStore adapters for dev mode and fast tests.

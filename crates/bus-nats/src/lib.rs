@@ -1,0 +1,1 @@
+//! EventBus, RPC and ObjectStore adapters over NATS and JetStream.

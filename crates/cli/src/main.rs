@@ -1,0 +1,13 @@
+//! The `cluster` binary: `cluster agent` runs a node; the other commands administer a cluster.
+
+use clap::Parser;
+
+/// Run and operate a cluster.
+#[derive(Debug, Parser)]
+#[command(name = "cluster", version, about, long_about = None)]
+struct Cli {}
+
+fn main() -> anyhow::Result<()> {
+    let _cli = Cli::parse();
+    Ok(())
+}

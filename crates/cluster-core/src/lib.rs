@@ -1,0 +1,8 @@
+//! The cluster domain.
+//!
+//! Everything here is pure: identifiers and fencing tokens, the lease state machine, the
+//! consistent-hash ring with bounded loads, the rebalance planner, placement rules, the node
+//! health state machine, the event envelope and schema rules, and the port traits that adapters
+//! implement (`Coordinator`, `EventBus`, `ObjectStore`, `Clock`, ...). No module reads a clock,
+//! opens a socket or touches a file: time comes in as a value, and effects go out through ports.
+#![warn(missing_docs)]

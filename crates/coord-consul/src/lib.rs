@@ -1,0 +1,3 @@
+//! Coordinator adapter over Consul's HTTP API.
+//!
+//! Sessions carry leases, `?cas=` and `?acquire=` carry claims, blocking queries carry watches.

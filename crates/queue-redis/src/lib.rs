@@ -1,0 +1,1 @@
+//! Work lanes on Redis whose dequeue is guarded by partition ownership and fencing tokens.

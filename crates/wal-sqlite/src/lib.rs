@@ -1,0 +1,2 @@
+//! SQLite replication: WAL frames captured into segments, shipped to an ObjectStore,
+//! applied on standbys; snapshots, point-in-time restore and promotion on failover.
