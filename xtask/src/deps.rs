@@ -33,7 +33,12 @@ pub(crate) fn run() -> anyhow::Result<Vec<Located>> {
     for tool in Tool::ALL {
         let located = match tool.locate() {
             Ok(located) => {
-                println!("deps: {:<13} {:<8} {}", tool, located.version, located.path.display());
+                println!(
+                    "deps: {:<13} {:<8} {}",
+                    tool,
+                    located.version,
+                    located.path.display()
+                );
                 Ok(located)
             }
             Err(why) => {
@@ -41,14 +46,13 @@ pub(crate) fn run() -> anyhow::Result<Vec<Located>> {
                 installer
                     .install(tool)
                     .and_then(|()| tool.locate().map_err(anyhow::Error::from))
-                    .map(|located| {
+                    .inspect(|located| {
                         println!(
                             "deps: {:<13} {:<8} {} (installed)",
                             tool,
                             located.version,
                             located.path.display()
                         );
-                        located
                     })
             }
         };
@@ -129,7 +133,12 @@ fn pip_install(requirement: &str) -> anyhow::Result<()> {
     }
     println!("deps: pip install {requirement}");
     let status = Command::new(&pip)
-        .args(["install", "--quiet", "--disable-pip-version-check", requirement])
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            requirement,
+        ])
         .status()
         .with_context(|| format!("running {}", pip.display()))?;
     if !status.success() {

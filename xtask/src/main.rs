@@ -4,8 +4,8 @@
 //! - `test`: `deps`, then fmt, clippy and the whole test suite; fails if a server outlives it.
 //! - `demo`: the main job, shown end to end on real servers.
 
-mod deps;
 mod demo;
+mod deps;
 mod test;
 
 use clap::{Parser, Subcommand};

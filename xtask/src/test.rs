@@ -33,7 +33,14 @@ pub(crate) fn run(no_lint: bool, extra: &[String]) -> anyhow::Result<()> {
         fmt.args(["fmt", "--all", "--", "--check"]);
         step("cargo fmt --check", fmt)?;
         let mut clippy = cargo();
-        clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
         step("cargo clippy -D warnings", clippy)?;
     }
 
@@ -67,7 +74,10 @@ pub(crate) fn run(no_lint: bool, extra: &[String]) -> anyhow::Result<()> {
 
     let leaked = testkit::process::leaked_servers(&pids_dir);
     for server in &leaked {
-        eprintln!("xtask test: server still alive after the tests: pid {} {}", server.pid, server.cmdline);
+        eprintln!(
+            "xtask test: server still alive after the tests: pid {} {}",
+            server.pid, server.cmdline
+        );
         // SAFETY: plain syscall; we only signal processes our own tests started.
         unsafe {
             libc::kill(server.pid as libc::pid_t, libc::SIGKILL);
@@ -76,7 +86,10 @@ pub(crate) fn run(no_lint: bool, extra: &[String]) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&pids_dir);
     outcome?;
     if !leaked.is_empty() {
-        bail!("{} server(s) outlived the tests (killed now); a test leaks its servers", leaked.len());
+        bail!(
+            "{} server(s) outlived the tests (killed now); a test leaks its servers",
+            leaked.len()
+        );
     }
     println!("xtask test: all checks passed");
     Ok(())

@@ -1,4 +1,5 @@
 //! The `cluster` binary: `cluster agent` runs a node; the other commands administer a cluster.
+#![warn(clippy::unwrap_used)]
 
 use clap::Parser;
 

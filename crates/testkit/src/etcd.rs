@@ -158,8 +158,13 @@ impl EtcdServer {
 
     /// `POST /v3/maintenance/status`: this member's id and the leader it knows of.
     pub async fn status(&self) -> Option<(String, String)> {
-        let (code, body) =
-            probe::http_request(self.client_addr(), "POST", "/v3/maintenance/status", Some("{}")).await?;
+        let (code, body) = probe::http_request(
+            self.client_addr(),
+            "POST",
+            "/v3/maintenance/status",
+            Some("{}"),
+        )
+        .await?;
         if code != 200 {
             return None;
         }
@@ -200,7 +205,10 @@ impl EtcdCluster {
 
     async fn try_start(size: usize) -> Result<Self, StartError> {
         let io = |e| StartError::io("preparing etcd cluster ports", e);
-        let peer_ports: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_, _>>().map_err(io)?;
+        let peer_ports: Vec<u16> = (0..size)
+            .map(|_| free_port())
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
         let proxies: Vec<FaultProxy> = peer_ports
             .iter()
             .map(|p| FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], *p))))

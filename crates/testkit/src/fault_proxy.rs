@@ -326,8 +326,20 @@ async fn handle_connection(shared: Arc<Shared>, client: TcpStream, peer: SocketA
         let _ = upstream.set_nodelay(true);
         let (client_read, client_write) = client.into_split();
         let (upstream_read, upstream_write) = upstream.into_split();
-        let up = pump(client_read, upstream_write, &shared, origin.as_deref(), &cancel);
-        let down = pump(upstream_read, client_write, &shared, origin.as_deref(), &cancel);
+        let up = pump(
+            client_read,
+            upstream_write,
+            &shared,
+            origin.as_deref(),
+            &cancel,
+        );
+        let down = pump(
+            upstream_read,
+            client_write,
+            &shared,
+            origin.as_deref(),
+            &cancel,
+        );
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = async { tokio::join!(up, down) } => {}

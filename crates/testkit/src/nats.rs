@@ -174,7 +174,8 @@ impl NatsServer {
             ));
         }
         text.push_str(&self.options.extra_config);
-        std::fs::write(dir.join("nats.conf"), text).map_err(|e| StartError::io("writing nats.conf", e))
+        std::fs::write(dir.join("nats.conf"), text)
+            .map_err(|e| StartError::io("writing nats.conf", e))
     }
 
     fn ports(&self) -> Ports {
@@ -277,7 +278,8 @@ fn read_ports_file(dir: &Path, want_cluster: bool) -> Option<Ports> {
         .ok()?
         .flatten()
         .find(|e| e.file_name().to_string_lossy().ends_with(".ports"))?;
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
     let port_of = |key: &str| -> Option<u16> {
         json.get(key)?
             .as_array()?

@@ -243,7 +243,11 @@ pub fn leaked_servers(dir: &Path) -> Vec<LeakedServer> {
     };
     let mut leaked = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let text = fs::read_to_string(entry.path()).unwrap_or_default();

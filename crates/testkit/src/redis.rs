@@ -39,7 +39,12 @@ impl RedisServer {
                 "--protected-mode".into(),
                 "no".into(),
             ];
-            let process = Supervised::new("redis-server", Tool::RedisServer, args, dir.path().join("server.log"))?;
+            let process = Supervised::new(
+                "redis-server",
+                Tool::RedisServer,
+                args,
+                dir.path().join("server.log"),
+            )?;
             let mut server = Self { dir, port, process };
             let addr = server.addr();
             server.process.launch(|| probe::redis_ping(addr)).await?;

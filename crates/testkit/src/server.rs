@@ -64,7 +64,13 @@ impl StartError {
 
     /// Whether a retry with other ports may succeed.
     pub fn is_addr_in_use(&self) -> bool {
-        matches!(self, Self::Exited { addr_in_use: true, .. })
+        matches!(
+            self,
+            Self::Exited {
+                addr_in_use: true,
+                ..
+            }
+        )
     }
 }
 
@@ -144,7 +150,12 @@ pub struct Supervised {
 
 impl Supervised {
     /// Prepares (does not start) `tool` with `args`, logging to `log_path`.
-    pub fn new(name: &str, tool: Tool, args: Vec<String>, log_path: PathBuf) -> Result<Self, StartError> {
+    pub fn new(
+        name: &str,
+        tool: Tool,
+        args: Vec<String>,
+        log_path: PathBuf,
+    ) -> Result<Self, StartError> {
         Ok(Self {
             name: name.to_owned(),
             tool: tool.locate()?,

@@ -66,7 +66,10 @@ pub fn test_slot_blocking() -> TestSlot {
         // SAFETY: plain syscall on a descriptor we own; blocks until the slot is free.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0, "testkit: flock on the test slot failed");
-        return TestSlot { _file: file, index: 0 };
+        return TestSlot {
+            _file: file,
+            index: 0,
+        };
     }
     loop {
         for (index, file) in files.iter().enumerate() {

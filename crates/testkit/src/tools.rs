@@ -53,7 +53,9 @@ impl Version {
         let bytes = text.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
-            if bytes[i].is_ascii_digit() && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'v') {
+            if bytes[i].is_ascii_digit()
+                && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'v')
+            {
                 let rest = &text[i..];
                 let end = rest
                     .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -64,7 +66,11 @@ impl Version {
                     .map_while(|p| p.parse().ok())
                     .collect();
                 if parts.len() >= 2 {
-                    return Some(Self::new(parts[0], parts[1], parts.get(2).copied().unwrap_or(0)));
+                    return Some(Self::new(
+                        parts[0],
+                        parts[1],
+                        parts.get(2).copied().unwrap_or(0),
+                    ));
                 }
                 i += end.max(1);
             } else {
@@ -85,7 +91,9 @@ impl fmt::Display for Version {
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
     /// Nothing by that name was found anywhere the lookup searches.
-    #[error("{tool} not found (looked in ${var}, .tools/ and PATH); run `cargo xtask deps` to install it")]
+    #[error(
+        "{tool} not found (looked in ${var}, .tools/ and PATH); run `cargo xtask deps` to install it"
+    )]
     NotFound {
         /// The program.
         tool: Tool,
@@ -103,7 +111,9 @@ pub enum ToolError {
         output: String,
     },
     /// The binary is older than required or in a known-bad range.
-    #[error("{tool} {version} at {path} is refused: {reason}; run `cargo xtask deps` or set ${var}")]
+    #[error(
+        "{tool} {version} at {path} is refused: {reason}; run `cargo xtask deps` or set ${var}"
+    )]
     Refused {
         /// The program.
         tool: Tool,
@@ -208,7 +218,9 @@ impl Tool {
             && version >= from
             && version <= to
         {
-            return Err("etcd 3.5.0-3.5.2 can corrupt a member killed under write load (etcd#13766)");
+            return Err(
+                "etcd 3.5.0-3.5.2 can corrupt a member killed under write load (etcd#13766)",
+            );
         }
         Ok(())
     }
@@ -312,8 +324,14 @@ mod tests {
     fn reads_versions_as_each_tool_prints_them() {
         let cases = [
             ("nats-server: v2.15.1", Version::new(2, 15, 1)),
-            ("etcd Version: 3.4.23\nGit SHA: Not provided", Version::new(3, 4, 23)),
-            ("etcdctl version: 3.4.23\nAPI version: 3.4", Version::new(3, 4, 23)),
+            (
+                "etcd Version: 3.4.23\nGit SHA: Not provided",
+                Version::new(3, 4, 23),
+            ),
+            (
+                "etcdctl version: 3.4.23\nAPI version: 3.4",
+                Version::new(3, 4, 23),
+            ),
             (
                 "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64",
                 Version::new(7, 0, 15),

@@ -20,7 +20,10 @@ fn alive(pid: u32) -> bool {
     // A zombie is dead for our purposes; its parent reaps it.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
-            let state = s[s.rfind(')').unwrap() + 1..].trim_start().chars().next();
+            let state = s[s.rfind(')').expect("stat has a command name") + 1..]
+                .trim_start()
+                .chars()
+                .next();
             !matches!(state, Some('Z') | Some('X'))
         })
         .unwrap_or(false)
@@ -32,7 +35,12 @@ fn killed_test_leaves_no_server() {
     let _slot = testkit::test_slot_blocking();
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new(exe)
-        .args(["--exact", "child_starts_a_server_and_waits", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_starts_a_server_and_waits",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_VAR, "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -54,7 +62,10 @@ fn killed_test_leaves_no_server() {
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(server_pid) {
-        assert!(Instant::now() < deadline, "server {server_pid} outlived its killed test");
+        assert!(
+            Instant::now() < deadline,
+            "server {server_pid} outlived its killed test"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

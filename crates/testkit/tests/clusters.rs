@@ -53,20 +53,28 @@ async fn etcd_cluster_elects_again_after_leader_kill_and_isolates_a_member() {
         cluster.kill(leader);
         let survivor = (leader + 1) % 3;
         let url = cluster.member(survivor).url();
-        eventually("writes succeed without the old leader", Duration::from_secs(30), || {
-            let url = url.clone();
-            async move { etcdctl(&url, &["put", "k", "2"]).await.status.success() }
-        })
+        eventually(
+            "writes succeed without the old leader",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move { etcdctl(&url, &["put", "k", "2"]).await.status.success() }
+            },
+        )
         .await;
         cluster.restart(leader).await.unwrap();
         let url = cluster.member(leader).url();
-        eventually("restarted member catches up", Duration::from_secs(30), || {
-            let url = url.clone();
-            async move {
-                let get = etcdctl(&url, &["get", "k", "--print-value-only"]).await;
-                String::from_utf8_lossy(&get.stdout).trim() == "2"
-            }
-        })
+        eventually(
+            "restarted member catches up",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    let get = etcdctl(&url, &["get", "k", "--print-value-only"]).await;
+                    String::from_utf8_lossy(&get.stdout).trim() == "2"
+                }
+            },
+        )
         .await;
     }
 
@@ -75,25 +83,38 @@ async fn etcd_cluster_elects_again_after_leader_kill_and_isolates_a_member() {
         let victim = 0;
         cluster.isolate(victim);
         let victim_url = cluster.member(victim).url();
-        eventually("isolated member refuses linearizable writes", Duration::from_secs(30), || {
-            let url = victim_url.clone();
-            async move { !etcdctl(&url, &["put", "iso", "x"]).await.status.success() }
-        })
+        eventually(
+            "isolated member refuses linearizable writes",
+            Duration::from_secs(30),
+            || {
+                let url = victim_url.clone();
+                async move { !etcdctl(&url, &["put", "iso", "x"]).await.status.success() }
+            },
+        )
         .await;
         let other = cluster.member(1).url();
         eventually("majority keeps committing", Duration::from_secs(30), || {
             let url = other.clone();
-            async move { etcdctl(&url, &["put", "majority", "y"]).await.status.success() }
+            async move {
+                etcdctl(&url, &["put", "majority", "y"])
+                    .await
+                    .status
+                    .success()
+            }
         })
         .await;
         cluster.heal();
-        eventually("healed member serves the majority's write", Duration::from_secs(30), || {
-            let url = victim_url.clone();
-            async move {
-                let get = etcdctl(&url, &["get", "majority", "--print-value-only"]).await;
-                String::from_utf8_lossy(&get.stdout).trim() == "y"
-            }
-        })
+        eventually(
+            "healed member serves the majority's write",
+            Duration::from_secs(30),
+            || {
+                let url = victim_url.clone();
+                async move {
+                    let get = etcdctl(&url, &["get", "majority", "--print-value-only"]).await;
+                    String::from_utf8_lossy(&get.stdout).trim() == "y"
+                }
+            },
+        )
         .await;
     }
 }
@@ -120,7 +141,11 @@ async fn nats_cluster_replicates_and_isolates_a_member() {
         })
         .await
         .unwrap();
-        js.publish("r3.a", "one".into()).await.unwrap().await.unwrap();
+        js.publish("r3.a", "one".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
 
     {
@@ -137,14 +162,18 @@ async fn nats_cluster_replicates_and_isolates_a_member() {
         };
         assert!(routes(2).await > 0);
         cluster.isolate(2);
-        eventually("isolated member has no routes", Duration::from_secs(30), || async {
-            routes(2).await == 0
-        })
+        eventually(
+            "isolated member has no routes",
+            Duration::from_secs(30),
+            || async { routes(2).await == 0 },
+        )
         .await;
         cluster.heal();
-        eventually("isolated member routes again", Duration::from_secs(30), || async {
-            routes(2).await > 0
-        })
+        eventually(
+            "isolated member routes again",
+            Duration::from_secs(30),
+            || async { routes(2).await > 0 },
+        )
         .await;
     }
 
@@ -157,15 +186,19 @@ async fn nats_cluster_replicates_and_isolates_a_member() {
             .await
             .unwrap();
         let js = jetstream::new(client);
-        eventually("publish acknowledged with one member down", Duration::from_secs(30), || {
-            let js = js.clone();
-            async move {
-                match js.publish("r3.b", "two".into()).await {
-                    Ok(ack) => ack.await.is_ok(),
-                    Err(_) => false,
+        eventually(
+            "publish acknowledged with one member down",
+            Duration::from_secs(30),
+            || {
+                let js = js.clone();
+                async move {
+                    match js.publish("r3.b", "two".into()).await {
+                        Ok(ack) => ack.await.is_ok(),
+                        Err(_) => false,
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         cluster.restart(1).await.unwrap();
     }

@@ -43,7 +43,10 @@ const SILENCE: Duration = Duration::from_millis(300);
 async fn pass_forwards_both_ways() {
     let proxy = FaultProxy::start(echo_server().await).unwrap();
     let mut sock = TcpStream::connect(proxy.addr()).await.unwrap();
-    assert_eq!(roundtrip(&mut sock, b"hello", ANSWER).await.unwrap(), b"hello");
+    assert_eq!(
+        roundtrip(&mut sock, b"hello", ANSWER).await.unwrap(),
+        b"hello"
+    );
     assert_eq!(proxy.open_connections(), 1);
 }
 
@@ -53,7 +56,10 @@ async fn latency_delays_every_answer_by_at_least_the_setting() {
     let mut sock = TcpStream::connect(proxy.addr()).await.unwrap();
     proxy.set_latency(Duration::from_millis(100));
     let started = std::time::Instant::now();
-    assert_eq!(roundtrip(&mut sock, b"slow", ANSWER).await.unwrap(), b"slow");
+    assert_eq!(
+        roundtrip(&mut sock, b"slow", ANSWER).await.unwrap(),
+        b"slow"
+    );
     // Each direction is delayed, so a round trip cannot come back sooner than twice the latency.
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
@@ -98,7 +104,9 @@ async fn blackhole_accepts_holds_bytes_and_delivers_them_on_heal() {
     assert_eq!(roundtrip(&mut open, b"x", ANSWER).await.unwrap(), b"x");
 
     proxy.set_mode(Mode::Blackhole);
-    let mut fresh = TcpStream::connect(proxy.addr()).await.expect("blackhole still accepts");
+    let mut fresh = TcpStream::connect(proxy.addr())
+        .await
+        .expect("blackhole still accepts");
     let err = roundtrip(&mut fresh, b"new", SILENCE).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TimedOut);
     let err = roundtrip(&mut open, b"old", SILENCE).await.unwrap_err();
@@ -106,9 +114,15 @@ async fn blackhole_accepts_holds_bytes_and_delivers_them_on_heal() {
 
     proxy.heal();
     let mut buf = [0u8; 3];
-    tokio::time::timeout(ANSWER, open.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(ANSWER, open.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf, b"old", "held bytes are delivered after heal");
-    tokio::time::timeout(ANSWER, fresh.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(ANSWER, fresh.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf, b"new");
 }
 
@@ -120,8 +134,13 @@ async fn cut_resets_open_connections_and_lets_new_ones_in() {
 
     proxy.cut();
     let mut buf = [0u8; 1];
-    let read = tokio::time::timeout(ANSWER, open.read(&mut buf)).await.unwrap();
-    assert!(matches!(read, Ok(0) | Err(_)), "cut connection still delivers: {read:?}");
+    let read = tokio::time::timeout(ANSWER, open.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "cut connection still delivers: {read:?}"
+    );
 
     let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
     assert_eq!(roundtrip(&mut fresh, b"y", ANSWER).await.unwrap(), b"y");
@@ -135,11 +154,18 @@ async fn origin_rules_apply_only_to_the_named_process() {
     proxy.set_origin_mode("me", Mode::Blackhole);
     let mut sock = TcpStream::connect(proxy.addr()).await.unwrap();
     let err = roundtrip(&mut sock, b"z", SILENCE).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::TimedOut, "origin rule was not applied");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::TimedOut,
+        "origin rule was not applied"
+    );
 
     proxy.set_origin_mode("other", Mode::Blackhole);
     proxy.set_origin_mode("me", Mode::Pass);
     let mut buf = [0u8; 1];
-    tokio::time::timeout(ANSWER, sock.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(ANSWER, sock.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf, b"z");
 }

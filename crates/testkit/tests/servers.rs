@@ -21,7 +21,9 @@ async fn etcdctl(endpoint: &str, args: &[&str]) -> std::process::Output {
 async fn nats_jetstream_round_trip_survives_restart_and_pause() {
     testkit::init_tracing();
     let _slot = testkit::test_slot().await;
-    let mut nats = NatsServer::start_with(testkit::NatsOptions::durable()).await.unwrap();
+    let mut nats = NatsServer::start_with(testkit::NatsOptions::durable())
+        .await
+        .unwrap();
     assert!(nats.version() >= testkit::tools::Version::new(2, 11, 0));
 
     {
@@ -36,7 +38,12 @@ async fn nats_jetstream_round_trip_survives_restart_and_pause() {
             })
             .await
             .unwrap();
-        let ack = js.publish("orders.1", "first".into()).await.unwrap().await.unwrap();
+        let ack = js
+            .publish("orders.1", "first".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         assert_eq!(ack.sequence, 1);
         let msg = stream.get_raw_message(1).await.unwrap();
         assert_eq!(&msg.payload[..], b"first");
@@ -46,12 +53,18 @@ async fn nats_jetstream_round_trip_survives_restart_and_pause() {
     {
         tracing::info!("restart keeps the port and the stream");
         nats.stop();
-        assert!(!testkit::probe::tcp_accepts(port).await, "stopped server still accepts");
+        assert!(
+            !testkit::probe::tcp_accepts(port).await,
+            "stopped server still accepts"
+        );
         nats.restart().await.unwrap();
         assert_eq!(nats.client_addr(), port);
         let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
         let stream = js.get_stream("ORDERS").await.unwrap();
-        assert_eq!(&stream.get_raw_message(1).await.unwrap().payload[..], b"first");
+        assert_eq!(
+            &stream.get_raw_message(1).await.unwrap().payload[..],
+            b"first"
+        );
     }
 
     {
@@ -63,7 +76,10 @@ async fn nats_jetstream_round_trip_survives_restart_and_pause() {
             .unwrap();
         let js = jetstream::new(client);
         nats.pause().unwrap();
-        assert!(js.get_stream("ORDERS").await.is_err(), "paused server answered");
+        assert!(
+            js.get_stream("ORDERS").await.is_err(),
+            "paused server answered"
+        );
         nats.resume().unwrap();
         let mut answered = false;
         for _ in 0..50 {
@@ -82,7 +98,10 @@ async fn etcd_put_get_survives_restart_and_kill() {
     let _slot = testkit::test_slot().await;
     let mut etcd = EtcdServer::start().await.unwrap();
     let v = etcd.version();
-    assert!(v.major == 3 && !(v.minor == 5 && v.patch <= 2), "bad etcd {v}");
+    assert!(
+        v.major == 3 && !(v.minor == 5 && v.patch <= 2),
+        "bad etcd {v}"
+    );
 
     tracing::info!("put and get with etcdctl");
     let put = etcdctl(&etcd.url(), &["put", "greeting", "hello"]).await;
@@ -122,14 +141,27 @@ async fn redis_set_get_survives_restart() {
 
     tracing::info!("SET and GET");
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("SET").arg("k").arg("v").query_async(&mut conn).await.unwrap();
-    let v: String = redis::cmd("GET").arg("k").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(v, "v");
 
     tracing::info!("SIGKILL and restart: the append-only file kept the write");
     redis_server.kill();
     redis_server.restart().await.unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let v: String = redis::cmd("GET").arg("k").query_async(&mut conn).await.unwrap();
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(v, "v");
 }
