@@ -6,3 +6,10 @@
 //! implement (`Coordinator`, `EventBus`, `ObjectStore`, `Clock`, ...). No module reads a clock,
 //! opens a socket or touches a file: time comes in as a value, and effects go out through ports.
 #![warn(missing_docs)]
+
+pub mod clock;
+pub mod fencing;
+pub mod ids;
+pub mod lease;
+pub mod naming;
+pub mod time;
