@@ -7,9 +7,11 @@
 //! opens a socket or touches a file: time comes in as a value, and effects go out through ports.
 #![warn(missing_docs)]
 
+pub mod assignment;
 pub mod clock;
 pub mod fencing;
 pub mod ids;
 pub mod lease;
 pub mod naming;
+pub mod ring;
 pub mod time;
