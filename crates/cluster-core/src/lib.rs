@@ -13,5 +13,6 @@ pub mod fencing;
 pub mod ids;
 pub mod lease;
 pub mod naming;
+pub mod rebalance;
 pub mod ring;
 pub mod time;
