@@ -6,9 +6,11 @@
 //! implement (`Coordinator`, `EventBus`, `ObjectStore`, `Clock`, ...). No module reads a clock,
 //! opens a socket or touches a file: time comes in as a value, and effects go out through ports.
 #![warn(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 pub mod assignment;
 pub mod clock;
+pub mod coordination;
 pub mod fencing;
 pub mod ids;
 pub mod lease;

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod coordination;
 pub mod etcd;
 pub mod fault_proxy;
 pub mod nats;

@@ -1,0 +1,188 @@
+//! Watches: snapshot, order, full history, compaction, restarts.
+
+use std::time::Duration;
+
+use cluster_core::coordination::{
+    CoordError, Expect, KeyPrefix, WatchEvent, WatchHistory, WatchStart, WatchStream,
+    WatchTarget,
+};
+use cluster_core::naming::NamespaceKind;
+use futures::StreamExt;
+
+use super::harness::{CoordHarness, fresh_namespace, key};
+
+async fn next(watch: &mut WatchStream, limit: Duration) -> WatchEvent {
+    tokio::time::timeout(limit, watch.next())
+        .await
+        .expect("a watch event in time")
+        .expect("the watch stream is open")
+        .expect("no watch error")
+}
+
+/// The next event that is not a snapshot repeating what is known (backends without full
+/// history may resend a snapshot after a reconnect).
+async fn next_change(watch: &mut WatchStream, limit: Duration) -> WatchEvent {
+    loop {
+        match next(watch, limit).await {
+            WatchEvent::Snapshot { .. } => continue,
+            change => return change,
+        }
+    }
+}
+
+/// A watch starts with a snapshot, then delivers puts and deletes in revision order.
+pub async fn watch_snapshot_then_changes_in_order<H: CoordHarness>(h: &mut H) {
+    let coord = h.client().await;
+    let limit = h.timing().call_timeout * 5;
+    let ns = fresh_namespace(NamespaceKind::Kv);
+    coord.put(&key(&ns, "before"), b"0".to_vec(), Expect::Any, None).await.unwrap();
+
+    let mut watch = coord
+        .watch(WatchTarget::Prefix(KeyPrefix::all(ns.clone())), WatchStart::Now)
+        .await
+        .unwrap();
+    let snapshot_rev = {
+        tracing::info!("snapshot holds the key written before the watch");
+        match next(&mut watch, limit).await {
+            WatchEvent::Snapshot { entries, revision } => {
+                assert_eq!(entries.len(), 1);
+                assert_eq!(entries[0].key.name(), "before");
+                revision
+            }
+            other => panic!("expected a snapshot first, got {other:?}"),
+        }
+    };
+    {
+        tracing::info!("changes arrive in revision order, deletes included");
+        let mut written = Vec::new();
+        for i in 0..5 {
+            written.push(
+                coord
+                    .put(&key(&ns, &format!("k{i}")), vec![i], Expect::Any, None)
+                    .await
+                    .unwrap(),
+            );
+        }
+        coord.delete(&key(&ns, "k1"), Expect::Any).await.unwrap();
+        let mut last = snapshot_rev;
+        let mut puts = 0;
+        let mut deletes = 0;
+        while puts < 5 || deletes < 1 {
+            let event = next_change(&mut watch, limit).await;
+            assert!(event.revision() > last, "revision went back: {} after {last}", event.revision());
+            last = event.revision();
+            match event {
+                WatchEvent::Put(e) => {
+                    assert!(written.contains(&e.revision), "unexpected put at {}", e.revision);
+                    puts += 1;
+                }
+                WatchEvent::Delete { key, .. } => {
+                    assert_eq!(key.name(), "k1");
+                    deletes += 1;
+                }
+                WatchEvent::Snapshot { .. } => unreachable!(),
+            }
+        }
+    }
+}
+
+/// Full-history backends replay every revision after a given one; compacted history is an
+/// explicit error. Other backends refuse `After` with `Unsupported`.
+pub async fn watch_full_history_and_compaction<H: CoordHarness>(h: &mut H) {
+    let coord = h.client().await;
+    let limit = h.timing().call_timeout * 5;
+    let ns = fresh_namespace(NamespaceKind::Kv);
+    let k = key(&ns, "history");
+    let target = WatchTarget::Key(k.clone());
+
+    let first = coord.put(&k, b"0".to_vec(), Expect::Any, None).await.unwrap();
+    let mut revisions = vec![first];
+    for i in 1..5u8 {
+        revisions.push(coord.put(&k, vec![i], Expect::Any, None).await.unwrap());
+    }
+    if coord.capabilities().watch_history != WatchHistory::FullHistory {
+        tracing::info!("latest-value backend: After is refused");
+        let err = coord.watch(target, WatchStart::After(first)).await.err();
+        assert!(matches!(err, Some(CoordError::Unsupported { .. })), "{err:?}");
+        return;
+    }
+    {
+        tracing::info!("every revision after the first is replayed, in order, values intact");
+        let mut watch = coord.watch(target.clone(), WatchStart::After(first)).await.unwrap();
+        for (i, want) in revisions.iter().enumerate().skip(1) {
+            match next(&mut watch, limit).await {
+                WatchEvent::Put(e) => {
+                    assert_eq!(e.revision, *want);
+                    assert_eq!(e.value, vec![i as u8]);
+                }
+                other => panic!("expected put {want}, got {other:?}"),
+            }
+        }
+    }
+    {
+        tracing::info!("after compaction, asking for older history is an explicit error");
+        let last = *revisions.last().unwrap_or(&first);
+        if !h.compact(last).await {
+            return;
+        }
+        let outcome = match coord.watch(target, WatchStart::After(first)).await {
+            Err(e) => Err(e),
+            Ok(mut watch) => match tokio::time::timeout(limit, watch.next()).await {
+                Ok(Some(Err(e))) => Err(e),
+                other => Ok(format!("{other:?}")),
+            },
+        };
+        match outcome {
+            Err(CoordError::Compacted { compacted, .. }) => assert!(compacted >= first),
+            other => panic!("expected Compacted, got {other:?}"),
+        }
+    }
+}
+
+/// A watch keeps delivering after the store restarts.
+pub async fn watch_survives_store_restart<H: CoordHarness>(h: &mut H) {
+    let coord = h.client().await;
+    let timing = h.timing();
+    let ns = fresh_namespace(NamespaceKind::Kv);
+    let k = key(&ns, "survivor");
+    coord.put(&k, b"before".to_vec(), Expect::Any, None).await.unwrap();
+    let mut watch = coord.watch(WatchTarget::Key(k.clone()), WatchStart::Now).await.unwrap();
+    let _snapshot = next(&mut watch, timing.call_timeout * 5).await;
+
+    {
+        tracing::info!("restart the store");
+        h.stop_store().await;
+        h.start_store().await;
+    }
+    {
+        tracing::info!("a write after the restart reaches the same watch");
+        let writer = h.client().await;
+        let mut written = None;
+        for _ in 0..100 {
+            match writer.put(&k, b"after".to_vec(), Expect::Any, None).await {
+                Ok(rev) => {
+                    written = Some(rev);
+                    break;
+                }
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let written = written.expect("store accepts writes after restart");
+        let limit = timing.call_timeout * 10 + Duration::from_secs(10);
+        loop {
+            match next(&mut watch, limit).await {
+                WatchEvent::Put(e) if e.revision == written => {
+                    assert_eq!(e.value, b"after");
+                    break;
+                }
+                WatchEvent::Snapshot { entries, .. }
+                    if entries.iter().any(|e| e.revision == written) =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+}
