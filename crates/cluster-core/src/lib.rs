@@ -15,6 +15,7 @@ pub mod fencing;
 pub mod ids;
 pub mod lease;
 pub mod naming;
+pub mod placement;
 pub mod rebalance;
 pub mod ring;
 pub mod time;
