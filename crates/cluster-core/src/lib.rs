@@ -11,11 +11,14 @@
 pub mod assignment;
 pub mod clock;
 pub mod coordination;
+pub mod dedup_window;
 pub mod fencing;
 pub mod ids;
 pub mod lease;
 pub mod naming;
+pub mod node_health;
 pub mod placement;
+pub mod rate_limiter;
 pub mod rebalance;
 pub mod ring;
 pub mod time;
