@@ -12,6 +12,7 @@ pub mod assignment;
 pub mod clock;
 pub mod coordination;
 pub mod dedup_window;
+pub mod event;
 pub mod fencing;
 pub mod ids;
 pub mod lease;

@@ -1,0 +1,58 @@
+//! Events: the subject taxonomy, the versioned envelope, payload schemas and their
+//! compatibility, the ordering and dedup rules consumers apply, and the EventBus port.
+//!
+//! | item | what |
+//! | --- | --- |
+//! | [`Subjects`] | builds every subject and subscription filter; bad tokens are errors |
+//! | [`Envelope`], [`EventId`], [`SchemaVersion`], [`EventType`] | one event on the wire (JSON) |
+//! | [`Schema`], [`SchemaRegistry`] | JSON Schema subset per `(event_type, major)`; routing by version |
+//! | [`check_compatibility`], [`compare_registries`] | backward and forward compatibility, separately |
+//! | [`decide`], [`OrderMark`], [`RetryPolicy`] | what a consumer does with a delivery |
+//! | [`DeadLetter`], [`DeadLetterReason`] | what a consumer publishes instead of dropping |
+//! | [`EventBus`] | the port: durable, deduplicating publish and durable consumers |
+//! | [`OutgoingEvent`] | what callers give a publisher |
+//!
+//! Nothing here does I/O: the adapters (`bus-nats`, `bus-mem`) move bytes, and the publisher
+//! and consumer built on the port apply these rules.
+
+mod bus_error;
+mod compatibility;
+mod dead_letter;
+mod envelope;
+mod event_bus;
+mod event_id;
+mod ordering;
+mod outgoing_event;
+mod schema;
+mod schema_registry;
+mod subject;
+mod timestamp;
+
+pub use bus_error::{BusError, BusErrorSource, BusOperation};
+pub use compatibility::{
+    CompatibilityReport, Incompatibility, accepts_subset, check_compatibility,
+};
+pub use dead_letter::{DeadLetter, DeadLetterReason};
+pub use envelope::{
+    Envelope, EnvelopeError, EventFamily, EventType, MAX_ORDERING_KEY_LEN, SchemaVersion,
+    SchemaVersionError,
+};
+pub use event_bus::{
+    BusAck, BusMessage, Delivery, DeliveryAck, DeliveryStream, EventBus, StreamSpec,
+    SubscriptionSpec,
+};
+pub use event_id::{EventId, EventIdError};
+pub use ordering::{
+    ApplyDecision, EventPosition, KeyRecord, OrderMark, RetryDecision, RetryPolicy, decide,
+    decide_unkeyed,
+};
+pub use outgoing_event::OutgoingEvent;
+pub use schema::{Additional, JsonType, Schema, SchemaError, SchemaViolation};
+pub use schema_registry::{
+    RegisteredSchema, RegistryError, RouteError, SchemaChange, SchemaRegistry, compare_registries,
+};
+pub use subject::{
+    Level, LifecycleKind, LifecycleSubject, MAX_TOKEN_LEN, Subject, SubjectError, SubjectFilter,
+    SubjectToken, Subjects,
+};
+pub use timestamp::{Timestamp, TimestampError};
