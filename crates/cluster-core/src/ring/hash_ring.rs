@@ -9,6 +9,23 @@ use crate::ids::NodeId;
 /// The most virtual nodes one ring may hold (keeps indices in `u32` and memory bounded).
 const MAX_POINTS: u64 = 1 << 24;
 
+/// One virtual node: its ring position and the index of its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Point {
+    hash: u64,
+    node: u32,
+}
+
+/// Marks a bucket whose owner depends on where in the bucket the hash falls.
+const MIXED: u32 = u32::MAX;
+
+/// One entry of the lookup index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bucket {
+    first_point: u32,
+    owner: u32,
+}
+
 /// How a [`HashRing`] places nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RingConfig {
@@ -43,12 +60,12 @@ pub struct HashRing {
     config: RingConfig,
     /// Sorted by id, so node indices are the same on every instance.
     nodes: Vec<RingNode>,
-    /// Point positions, ascending.
-    hashes: Vec<u64>,
-    /// Node index of each point.
-    point_node: Vec<u32>,
-    /// For each bucket of the top `64 - shift` hash bits, the first point at or after it.
-    index: Vec<u32>,
+    /// Virtual nodes by position, ascending; hash and node side by side so a lookup reads one
+    /// cache line.
+    points: Vec<Point>,
+    /// For each bucket of the top `64 - shift` hash bits: the first point at or after it, and
+    /// the owner of the whole bucket when no point falls inside it.
+    index: Vec<Bucket>,
     shift: u32,
 }
 
@@ -58,9 +75,14 @@ impl HashRing {
         HashRing {
             config,
             nodes: Vec::new(),
-            hashes: Vec::new(),
-            point_node: Vec::new(),
-            index: vec![0; 2],
+            points: Vec::new(),
+            index: vec![
+                Bucket {
+                    first_point: 0,
+                    owner: MIXED,
+                };
+                2
+            ],
             shift: 63,
         }
     }
@@ -118,7 +140,7 @@ impl HashRing {
 
     /// Number of virtual nodes on the ring.
     pub fn point_count(&self) -> usize {
-        self.hashes.len()
+        self.points.len()
     }
 
     /// The weight of `id`, if it is on the ring.
@@ -133,8 +155,13 @@ impl HashRing {
 
     /// The node owning ring position `hash`.
     pub fn owner_of_hash(&self, hash: u64) -> Option<&NodeId> {
+        // Most buckets hold no point, so their owner is known without touching the points.
+        let bucket = self.index[(hash >> self.shift) as usize];
+        if bucket.owner != MIXED {
+            return Some(&self.nodes[bucket.owner as usize].id);
+        }
         let point = self.point_at_or_after(hash)?;
-        Some(&self.nodes[self.point_node[point] as usize].id)
+        Some(&self.nodes[self.points[point].node as usize].id)
     }
 
     /// Up to `n` distinct nodes for `key`, owner first, walking the ring clockwise.
@@ -152,19 +179,19 @@ impl HashRing {
     }
 
     pub(crate) fn point_node(&self, point: usize) -> u32 {
-        self.point_node[point]
+        self.points[point].node
     }
 
     /// The first point at or after `hash`, wrapping to the first point.
     pub(crate) fn point_at_or_after(&self, hash: u64) -> Option<usize> {
-        if self.hashes.is_empty() {
+        if self.points.is_empty() {
             return None;
         }
-        let mut i = self.index[(hash >> self.shift) as usize] as usize;
-        while i < self.hashes.len() && self.hashes[i] < hash {
+        let mut i = self.index[(hash >> self.shift) as usize].first_point as usize;
+        while i < self.points.len() && self.points[i].hash < hash {
             i += 1;
         }
-        Some(if i == self.hashes.len() { 0 } else { i })
+        Some(if i == self.points.len() { 0 } else { i })
     }
 
     fn insert_node(&mut self, id: NodeId, weight: u32) -> Result<(), RingError> {
@@ -200,32 +227,51 @@ impl HashRing {
 
     /// Recomputes points and index; `insert_node` has already bounded the point count.
     fn rebuild(&mut self) {
-        let mut points: Vec<(u64, u32)> = Vec::with_capacity(self.total_points() as usize);
+        let mut points: Vec<Point> = Vec::with_capacity(self.total_points() as usize);
         for (i, node) in self.nodes.iter().enumerate() {
             let count = self.config.vnodes_per_weight.saturating_mul(node.weight);
-            points.extend((0..count).map(|v| (vnode_hash(node.id.as_str(), v), i as u32)));
+            points.extend((0..count).map(|v| Point {
+                hash: vnode_hash(node.id.as_str(), v),
+                node: i as u32,
+            }));
         }
         // Ties (equal hashes) break by node index, which follows node id: deterministic.
-        points.sort_unstable();
-        self.hashes = points.iter().map(|p| p.0).collect();
-        self.point_node = points.iter().map(|p| p.1).collect();
+        points.sort_unstable_by_key(|p| (p.hash, p.node));
+        self.points = points;
         self.build_index();
     }
 
-    /// Builds the bucket index: about one bucket per point, so a lookup touches ~1 point.
+    /// Builds the bucket index: two buckets per point, so most buckets hold no point (their
+    /// owner is stored directly) and the rest hold about one.
     fn build_index(&mut self) {
-        let bits = usize::BITS - self.hashes.len().max(2).next_power_of_two().leading_zeros() - 1;
-        let bits = bits.clamp(1, 24);
+        let bits = usize::BITS - self.points.len().max(2).next_power_of_two().leading_zeros();
+        let bits = bits.clamp(1, 25);
         self.shift = 64 - bits;
         let buckets = 1usize << bits;
+        let len = self.points.len();
         let mut index = Vec::with_capacity(buckets);
         let mut point = 0usize;
         for bucket in 0..buckets {
             let start = (bucket as u64) << self.shift;
-            while point < self.hashes.len() && self.hashes[point] < start {
+            while point < len && self.points[point].hash < start {
                 point += 1;
             }
-            index.push(point as u32);
+            // Last hash of the bucket; the bucket is "empty" if the first point at or after its
+            // start is also past its end (or there is none and the ring wraps).
+            let end = start | (u64::MAX >> bits);
+            let owner = if len == 0 {
+                MIXED
+            } else if point == len {
+                self.points[0].node
+            } else if self.points[point].hash > end {
+                self.points[point].node
+            } else {
+                MIXED
+            };
+            index.push(Bucket {
+                first_point: point as u32,
+                owner,
+            });
         }
         self.index = index;
     }

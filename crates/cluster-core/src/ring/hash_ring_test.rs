@@ -73,8 +73,8 @@ fn lookups_agree_with_a_linear_scan() {
     let ring = ring_of(&["a", "b", "c", "d", "e"]);
     for k in 0..2_000u32 {
         let h = stable_hash(&k.to_le_bytes());
-        let expected = ring.hashes.iter().position(|&p| p >= h).unwrap_or(0);
-        let node = &ring.nodes()[ring.point_node[expected] as usize].id;
+        let expected = ring.points.iter().position(|p| p.hash >= h).unwrap_or(0);
+        let node = &ring.nodes()[ring.points[expected].node as usize].id;
         assert_eq!(ring.owner_of_hash(h), Some(node));
     }
     // Edges of the hash space.
@@ -154,6 +154,40 @@ proptest! {
             if before.owner(k) != Some(&leaver) {
                 prop_assert_eq!(before.owner(k), without.owner(k));
             }
+        }
+    }
+}
+
+/// The owner by definition: the first point at or after `h`, wrapping.
+fn scan_owner(ring: &HashRing, h: u64) -> &NodeId {
+    let point = ring.points.iter().position(|p| p.hash >= h).unwrap_or(0);
+    &ring.nodes()[ring.points[point].node as usize].id
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn indexed_lookup_matches_the_definition(
+        names in arb_names(),
+        vnodes in 1u32..40,
+        hashes in proptest::collection::vec(any::<u64>(), 1..50),
+    ) {
+        let ring = HashRing::with_nodes(
+            RingConfig { vnodes_per_weight: vnodes },
+            names.iter().map(|s| (id(s), 1)),
+        ).unwrap();
+        // Random hashes, every point's own hash and its neighbours, and bucket edges.
+        let mut probes = hashes;
+        for p in &ring.points {
+            probes.extend([p.hash, p.hash.wrapping_sub(1), p.hash.wrapping_add(1)]);
+        }
+        for b in 0..ring.index.len() as u64 {
+            let start = b << ring.shift;
+            probes.extend([start, start.wrapping_sub(1)]);
+        }
+        for h in probes {
+            prop_assert_eq!(ring.owner_of_hash(h), Some(scan_owner(&ring, h)));
         }
     }
 }
