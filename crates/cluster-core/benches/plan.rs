@@ -11,6 +11,10 @@ use cluster_core::rebalance::OwnershipTable;
 use cluster_core::rebalance::PartitionOwner;
 use cluster_core::rebalance::PlanConstraints;
 use cluster_core::rebalance::RebalancePlanner;
+use cluster_core::ring::HashRing;
+use cluster_core::ring::LoadBound;
+use cluster_core::ring::PartitionRing;
+use cluster_core::ring::RingConfig;
 use criterion::Criterion;
 use criterion::criterion_group;
 use criterion::criterion_main;
@@ -68,6 +72,31 @@ fn plan_1000_nodes_100k_partitions(c: &mut Criterion) {
     });
     group.bench_function("steady state (no moves)", |b| {
         b.iter(|| black_box(planner.plan(&steady, &all_active)))
+    });
+    // Moving to a ring placement (bounded loads, eps 0.25) after one node joins; placing the
+    // partitions on the ring is not timed, only planning the handoffs.
+    let ring = HashRing::with_nodes(
+        RingConfig::default(),
+        all_active.iter().map(|m| (m.id.clone(), 1)),
+    )
+    .expect("ring builds");
+    let bound = Some(LoadBound::new(0.25).expect("valid eps"));
+    let mut before = ring.clone();
+    before
+        .remove_node(&node(NODES - 1))
+        .expect("node is on the ring");
+    let before = PartitionRing::new(before, PARTITIONS, bound).expect("places");
+    let ring_current = OwnershipTable::from_owners(before.assignment().iter().map(|(p, o)| {
+        o.map(|o| PartitionOwner {
+            node: o.clone(),
+            token: FencingToken::new(u64::from(p.0) + 1),
+        })
+    }));
+    let desired = PartitionRing::new(ring, PARTITIONS, bound)
+        .expect("places")
+        .assignment();
+    group.bench_function("plan_to ring placement, one node joins", |b| {
+        b.iter(|| black_box(planner.plan_to(&ring_current, &desired, &all_active)))
     });
     group.finish();
 }

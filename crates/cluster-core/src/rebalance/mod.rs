@@ -7,6 +7,10 @@
 //! `sum over nodes of max(0, current_i - target_i)` moves of owned partitions, plus one claim per
 //! unowned partition.
 //!
+//! [`RebalancePlanner::plan_to`] instead moves to a given [`Assignment`](crate::assignment::Assignment),
+//! such as a [`PartitionRing`](crate::ring::PartitionRing)'s bounded-load placement: one move per
+//! partition whose owner differs.
+//!
 //! Each [`PartitionMove`] is a handoff made of separate [`HandoffStep`]s, planned by
 //! [`MoveKind`]:
 //!

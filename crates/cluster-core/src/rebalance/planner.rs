@@ -10,6 +10,7 @@ use super::partition_move::PartitionMove;
 use super::plan::RebalancePlan;
 use super::targets::Share;
 use super::targets::fair_targets;
+use crate::assignment::Assignment;
 use crate::ids::NodeId;
 use crate::ids::PartitionId;
 
@@ -39,6 +40,28 @@ pub enum PlanError {
     /// The same node appears twice in the membership.
     #[error("node {node} appears more than once in the membership")]
     DuplicateMember {
+        /// The node.
+        node: NodeId,
+    },
+    /// The desired assignment has a different partition count than the current one.
+    #[error("desired assignment has {desired} partitions but the current one has {current}")]
+    PartitionCountMismatch {
+        /// Partitions in the current ownership table.
+        current: u32,
+        /// Partitions in the desired assignment.
+        desired: u32,
+    },
+    /// The desired assignment leaves a partition without an owner.
+    #[error("desired assignment leaves {partition} without an owner")]
+    UnassignedPartition {
+        /// The partition.
+        partition: PartitionId,
+    },
+    /// The desired assignment gives a partition to a node that may not own partitions.
+    #[error("desired assignment gives {partition} to {node}, which is not an active member")]
+    IneligibleOwner {
+        /// The partition.
+        partition: PartitionId,
         /// The node.
         node: NodeId,
     },
@@ -84,16 +107,7 @@ impl RebalancePlanner {
         current: &OwnershipTable,
         members: &[Member],
     ) -> Result<RebalancePlan, PlanError> {
-        let mut order: Vec<usize> = (0..members.len()).collect();
-        order.sort_unstable_by(|&a, &b| members[a].id.cmp(&members[b].id));
-        let sorted: Vec<&Member> = order.iter().map(|&i| &members[i]).collect();
-        if let Some(w) = sorted.windows(2).find(|w| w[0].id == w[1].id) {
-            return Err(PlanError::DuplicateMember {
-                node: w[0].id.clone(),
-            });
-        }
-        let index: HashMap<&NodeId, usize> =
-            sorted.iter().enumerate().map(|(i, m)| (&m.id, i)).collect();
+        let (sorted, index) = index_members(members)?;
 
         // Who holds what now; partitions of non-members and unowned ones are set aside.
         let mut held: Vec<Vec<u32>> = vec![Vec::new(); sorted.len()];
@@ -136,12 +150,7 @@ impl RebalancePlanner {
         let mut leaving: Vec<Outgoing> = Vec::new();
         let mut surplus: Vec<(u32, Outgoing)> = Vec::new();
         for (m, partitions) in held.iter().enumerate() {
-            let kind = match sorted[m].status {
-                MemberStatus::Failed => Some(MoveKind::Failover),
-                MemberStatus::Leaving => Some(MoveKind::Leave),
-                MemberStatus::Active if target[m] == 0 => Some(MoveKind::Leave),
-                MemberStatus::Active => None,
-            };
+            let kind = source_kind(sorted[m]);
             let giving = partitions.len().saturating_sub(target[m] as usize);
             // Keep the lowest ids, give away the highest: stable and cheap to explain.
             let out = partitions[partitions.len() - giving..]
@@ -205,6 +214,105 @@ impl RebalancePlanner {
                 .map(|(m, &t)| (m.id.clone(), t))
                 .collect(),
         })
+    }
+
+    /// Plans the moves from `current` to exactly `desired` (for example a
+    /// [`PartitionRing`](crate::ring::PartitionRing) assignment): one move per partition whose
+    /// owner differs, with the same handoff steps and wave order as [`RebalancePlanner::plan`].
+    pub fn plan_to(
+        &self,
+        current: &OwnershipTable,
+        desired: &Assignment,
+        members: &[Member],
+    ) -> Result<RebalancePlan, PlanError> {
+        if current.len() != desired.len() {
+            return Err(PlanError::PartitionCountMismatch {
+                current: current.len(),
+                desired: desired.len(),
+            });
+        }
+        let (sorted, index) = index_members(members)?;
+        let mut held = vec![0u32; sorted.len()];
+        for (_, owner) in current.iter() {
+            if let Some(&m) = owner.and_then(|o| index.get(&o.node)) {
+                held[m] += 1;
+            }
+        }
+        let mut target = vec![0u32; sorted.len()];
+        let (mut urgent, mut leaving, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for (p, want) in desired.iter() {
+            let want = want.ok_or(PlanError::UnassignedPartition { partition: p })?;
+            let to = index
+                .get(want)
+                .copied()
+                .filter(|&m| sorted[m].is_eligible())
+                .ok_or_else(|| PlanError::IneligibleOwner {
+                    partition: p,
+                    node: want.clone(),
+                })?;
+            target[to] += 1;
+            let from = current.owner(p);
+            if from.map(|f| &f.node) == Some(want) {
+                continue;
+            }
+            let kind = match from {
+                None => MoveKind::Initial,
+                Some(f) => match index.get(&f.node) {
+                    None => MoveKind::Failover,
+                    Some(&m) => source_kind(sorted[m]).unwrap_or(if held[to] == 0 {
+                        MoveKind::Join
+                    } else {
+                        MoveKind::Rebalance
+                    }),
+                },
+            };
+            let bucket = match kind {
+                MoveKind::Initial | MoveKind::Failover => &mut urgent,
+                MoveKind::Leave => &mut leaving,
+                MoveKind::Join | MoveKind::Rebalance => &mut rest,
+            };
+            bucket.push(PartitionMove {
+                partition: p,
+                from: from.cloned(),
+                to: want.clone(),
+                kind,
+            });
+        }
+        urgent.append(&mut leaving);
+        urgent.append(&mut rest);
+        Ok(RebalancePlan {
+            moves: urgent,
+            max_concurrent: self.constraints.max_concurrent_moves,
+            targets: sorted
+                .iter()
+                .zip(&target)
+                .map(|(m, &t)| (m.id.clone(), t))
+                .collect(),
+        })
+    }
+}
+
+/// Members sorted by id, and an index from id to position; refuses duplicates.
+fn index_members(members: &[Member]) -> Result<(Vec<&Member>, HashMap<&NodeId, usize>), PlanError> {
+    let mut sorted: Vec<&Member> = members.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    if let Some(w) = sorted.windows(2).find(|w| w[0].id == w[1].id) {
+        return Err(PlanError::DuplicateMember {
+            node: w[0].id.clone(),
+        });
+    }
+    let index = sorted.iter().enumerate().map(|(i, m)| (&m.id, i)).collect();
+    Ok((sorted, index))
+}
+
+/// The kind of every move out of `member` when its status decides it (it may own nothing),
+/// or `None` when it stays and the receiver decides (join or rebalance).
+fn source_kind(member: &Member) -> Option<MoveKind> {
+    match member.status {
+        MemberStatus::Failed => Some(MoveKind::Failover),
+        MemberStatus::Leaving => Some(MoveKind::Leave),
+        MemberStatus::Active if !member.is_eligible() => Some(MoveKind::Leave),
+        MemberStatus::Active => None,
     }
 }
 

@@ -163,3 +163,62 @@ fn weights_shape_targets() {
     assert_eq!(plan.moves().len(), 100);
     assert!(plan.moves().iter().all(|m| m.kind == MoveKind::Initial));
 }
+
+#[test]
+fn plan_to_moves_exactly_the_differing_partitions() {
+    let current = owned_by(&["a", "a", "", "b", "x"]);
+    let members = [
+        Member::active(id("a"), 1),
+        Member::leaving(id("b")),
+        Member::active(id("c"), 1),
+    ];
+    let desired = Assignment::from_owners(["a", "c", "c", "a", "c"].iter().map(|n| Some(id(n))));
+    let plan = planner(2).plan_to(&current, &desired, &members).unwrap();
+    let moves: Vec<(u32, MoveKind)> = plan
+        .moves()
+        .iter()
+        .map(|m| (m.partition.0, m.kind))
+        .collect();
+    // Unowned and orphaned first, then the leave, then the join.
+    assert_eq!(
+        moves,
+        vec![
+            (2, MoveKind::Initial),
+            (4, MoveKind::Failover),
+            (3, MoveKind::Leave),
+            (1, MoveKind::Join),
+        ]
+    );
+    assert_eq!(plan.target_of(&id("c")), 3);
+    assert_eq!(plan.final_assignment(&current), desired);
+}
+
+#[test]
+fn plan_to_refuses_impossible_targets() {
+    let current = owned_by(&["a", "a"]);
+    let members = [Member::active(id("a"), 1), Member::failed(id("f"))];
+    let p = planner(1);
+    let short = Assignment::from_owners([Some(id("a"))]);
+    assert_eq!(
+        p.plan_to(&current, &short, &members).unwrap_err(),
+        PlanError::PartitionCountMismatch {
+            current: 2,
+            desired: 1
+        }
+    );
+    let hole = Assignment::from_owners([Some(id("a")), None]);
+    assert_eq!(
+        p.plan_to(&current, &hole, &members).unwrap_err(),
+        PlanError::UnassignedPartition {
+            partition: PartitionId(1)
+        }
+    );
+    let to_failed = Assignment::from_owners([Some(id("a")), Some(id("f"))]);
+    assert_eq!(
+        p.plan_to(&current, &to_failed, &members).unwrap_err(),
+        PlanError::IneligibleOwner {
+            partition: PartitionId(1),
+            node: id("f")
+        }
+    );
+}

@@ -11,6 +11,10 @@ use crate::rebalance::HandoffStep;
 use crate::rebalance::OwnershipTable;
 use crate::rebalance::PartitionOwner;
 use crate::rebalance::StepAction;
+use crate::ring::HashRing;
+use crate::ring::LoadBound;
+use crate::ring::PartitionRing;
+use crate::ring::RingConfig;
 
 /// One claim on a partition as the store and the world see it.
 #[derive(Debug, Clone)]
@@ -174,40 +178,8 @@ proptest! {
             }
             Err(other) => return Err(TestCaseError::fail(format!("{other}"))),
         };
-        let mut model = Model::new(&current);
-        model.check_invariants()?;
-        let mut choice = choices.into_iter().cycle();
-
-        // Each wave's moves run concurrently: interleave their steps in an arbitrary order,
-        // each move's own steps staying in order. Waves run one after another.
-        for wave in plan.waves() {
-            prop_assert!(wave.len() <= cap);
-            let mut pending: Vec<Vec<HandoffStep<'_>>> =
-                wave.iter().map(|m| { let mut s: Vec<_> = m.steps().collect(); s.reverse(); s }).collect();
-            while !pending.is_empty() {
-                let i = choice.next().unwrap_or(0) % pending.len();
-                if let Some(step) = pending[i].pop() {
-                    model.apply(&step)?;
-                    model.check_invariants()?;
-                }
-                if pending[i].is_empty() {
-                    pending.swap_remove(i);
-                }
-            }
-        }
-
-        // Everything ends owned, once, by an eligible node, matching the targets.
-        let mut counts: BTreeMap<&NodeId, u32> = BTreeMap::new();
-        for p in 0..current.len() as usize {
-            let holder = model.valid_holder(p);
-            prop_assert!(holder.is_some(), "partition {} ends unowned", p);
-            if let Some(h) = holder {
-                *counts.entry(&h.node).or_default() += 1;
-            }
-        }
-        for (node, target) in plan.targets() {
-            prop_assert_eq!(counts.get(node).copied().unwrap_or(0), *target);
-        }
+        let model = execute(&plan, &current, cap, choices)?;
+        check_final(&plan, &current, &model)?;
     }
 
     #[test]
@@ -244,5 +216,88 @@ proptest! {
             let target = f64::from(plan.target_of(&m.id));
             prop_assert!((target - share).abs() < 1.0, "{} target {} share {}", m.id, target, share);
         }
+    }
+}
+
+/// Runs a plan in the model: waves in order, the steps of one wave's moves interleaved as
+/// `choices` dictate (each move's own steps in order); checks invariants after every step.
+fn execute(
+    plan: &RebalancePlan,
+    current: &OwnershipTable,
+    cap: usize,
+    choices: Vec<usize>,
+) -> Result<Model, TestCaseError> {
+    let mut model = Model::new(current);
+    model.check_invariants()?;
+    let mut choice = choices.into_iter().cycle();
+    for wave in plan.waves() {
+        prop_assert!(wave.len() <= cap);
+        let mut pending: Vec<Vec<HandoffStep<'_>>> = wave
+            .iter()
+            .map(|m| {
+                let mut s: Vec<_> = m.steps().collect();
+                s.reverse();
+                s
+            })
+            .collect();
+        while !pending.is_empty() {
+            let i = choice.next().unwrap_or(0) % pending.len();
+            if let Some(step) = pending[i].pop() {
+                model.apply(&step)?;
+                model.check_invariants()?;
+            }
+            if pending[i].is_empty() {
+                pending.swap_remove(i);
+            }
+        }
+    }
+    Ok(model)
+}
+
+/// Everything ends owned, once, matching the plan's targets.
+fn check_final(
+    plan: &RebalancePlan,
+    current: &OwnershipTable,
+    model: &Model,
+) -> Result<(), TestCaseError> {
+    let mut counts: BTreeMap<&NodeId, u32> = BTreeMap::new();
+    for p in 0..current.len() as usize {
+        let holder = model.valid_holder(p);
+        prop_assert!(holder.is_some(), "partition {} ends unowned", p);
+        if let Some(h) = holder {
+            *counts.entry(&h.node).or_default() += 1;
+        }
+    }
+    for (node, target) in plan.targets() {
+        prop_assert_eq!(counts.get(node).copied().unwrap_or(0), *target);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn plans_to_a_ring_assignment_are_safe_and_exact((members, current, cap, choices) in arb_case()) {
+        let eligible: Vec<&Member> = members.iter().filter(|m| m.is_eligible()).collect();
+        if eligible.is_empty() || current.is_empty() {
+            return Ok(());
+        }
+        let ring = HashRing::with_nodes(
+            RingConfig { vnodes_per_weight: 8 },
+            eligible.iter().map(|m| (m.id.clone(), m.weight)),
+        ).unwrap();
+        let desired = PartitionRing::new(ring, current.len(), Some(LoadBound::new(0.25).unwrap()))
+            .unwrap()
+            .assignment();
+        let planner = RebalancePlanner::new(PlanConstraints { max_concurrent_moves: cap }).unwrap();
+        let plan = planner.plan_to(&current, &desired, &members).unwrap();
+
+        // Exactly the partitions whose owner differs move.
+        let differing = desired.moved_from(&current.assignment()).count();
+        prop_assert_eq!(plan.moves().len(), differing);
+        let model = execute(&plan, &current, cap, choices)?;
+        check_final(&plan, &current, &model)?;
+        prop_assert_eq!(plan.final_assignment(&current), desired);
     }
 }
