@@ -1,0 +1,67 @@
+//! `NatsBusConfig`: how the adapter connects to NATS.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+/// Connection settings for [`NatsEventBus`](crate::NatsEventBus).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsBusConfig {
+    /// Server URL(s), comma-separated (`nats://127.0.0.1:4222`).
+    pub url: String,
+    /// The connection name shown by the server.
+    pub name: String,
+    /// Every call (publish ack, stream and consumer requests) fails as unavailable after this.
+    #[serde(with = "duration_ms")]
+    pub call_timeout: Duration,
+    /// How long one connection attempt may take.
+    #[serde(with = "duration_ms")]
+    pub connect_timeout: Duration,
+    /// How often the client pings the server; two missed pongs drop the connection.
+    #[serde(with = "duration_ms")]
+    pub ping_interval: Duration,
+    /// Use only the servers in `url`, never ones the cluster advertises.
+    pub ignore_discovered_servers: bool,
+}
+
+impl Default for NatsBusConfig {
+    fn default() -> Self {
+        NatsBusConfig {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            name: "cluster-bus".to_owned(),
+            call_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(2),
+            ignore_discovered_servers: false,
+        }
+    }
+}
+
+impl NatsBusConfig {
+    /// Defaults with `url`.
+    pub fn new(url: impl Into<String>) -> NatsBusConfig {
+        NatsBusConfig {
+            url: url.into(),
+            ..NatsBusConfig::default()
+        }
+    }
+}
+
+/// Durations as integer milliseconds in config files.
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+    use serde::Deserializer;
+    use serde::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

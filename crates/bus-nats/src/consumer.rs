@@ -1,0 +1,457 @@
+//! `Consumer`: a durable consumer that applies each event exactly once, in order per key.
+//!
+//! For each delivery, in stream order:
+//!
+//! 1. decode the envelope (else dead-letter `malformed`), route it by type and major (else
+//!    `unknown_type` / `unknown_major`) and validate the payload (else `schema_invalid`);
+//! 2. in one SQLite transaction: read the key's record, [`decide`], run the handler, write the
+//!    record, commit;
+//! 3. acknowledge; or, for a stale epoch, dead-letter `stale_epoch` and terminate; or, after a
+//!    handler error, hold the key (later events of it wait) and ask for redelivery with backoff,
+//!    dead-lettering `handler_failed` before JetStream's `max_deliver` is reached.
+//!
+//! A dead letter is published before the original is terminated; if the bus refuses the dead
+//! letter, the original is redelivered later instead. Nothing is dropped silently.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cluster_core::event::ApplyDecision;
+use cluster_core::event::BusError;
+use cluster_core::event::BusMessage;
+use cluster_core::event::DeadLetter;
+use cluster_core::event::DeadLetterReason;
+use cluster_core::event::Delivery;
+use cluster_core::event::DeliveryStream;
+use cluster_core::event::Envelope;
+use cluster_core::event::EventBus;
+use cluster_core::event::EventPosition;
+use cluster_core::event::OrderMark;
+use cluster_core::event::RetryDecision;
+use cluster_core::event::RouteError;
+use cluster_core::event::SchemaRegistry;
+use cluster_core::event::SubscriptionSpec;
+use cluster_core::event::decide;
+use cluster_core::event::decide_unkeyed;
+use rusqlite::Connection;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer_config::ConsumerConfig;
+use crate::consumer_store::ConsumerStore;
+use crate::consumer_store::create_tables;
+use crate::event_handler::EventHandler;
+use crate::event_handler::HandlerError;
+use crate::metric_definitions::ConsumerMetrics;
+use crate::sqlite::open_durable;
+
+/// Why a consumer could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// The database could not be opened or prepared.
+    #[error("consumer database {path}: {source}")]
+    Database {
+        /// Its path.
+        path: String,
+        /// What failed.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The durable consumer could not be created.
+    #[error("subscribing: {0}")]
+    Bus(#[from] BusError),
+}
+
+/// A running consumer. Dropping it stops it.
+#[derive(Debug)]
+pub struct Consumer {
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Consumer {
+    /// Opens the database, creates or resumes the durable consumer and starts applying.
+    pub async fn start(
+        bus: Arc<dyn EventBus>,
+        config: ConsumerConfig,
+        registry: Arc<SchemaRegistry>,
+        handler: Arc<dyn EventHandler>,
+        metrics: ConsumerMetrics,
+    ) -> Result<Consumer, ConsumerError> {
+        let db_err = |source| ConsumerError::Database {
+            path: config.database.display().to_string(),
+            source,
+        };
+        let conn = open_durable(&config.database).map_err(db_err)?;
+        create_tables(&conn).map_err(db_err)?;
+        let store = ConsumerStore::new(&config.name);
+        let mut conn = conn;
+        {
+            let tx = conn.transaction().map_err(db_err)?;
+            let pruned = store.prune_seen(&tx, config.seen_retention).map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            tracing::debug!(consumer = %config.name, pruned, "pruned seen ids");
+        }
+        let mut spec = SubscriptionSpec::new(&config.stream, &config.name, config.filters.clone());
+        spec.ack_wait = config.ack_wait;
+        spec.max_deliver = config.retry.max_deliver;
+        spec.max_ack_pending = config.max_ack_pending;
+        let deliveries = bus.subscribe(&spec).await?;
+        let cancel = CancellationToken::new();
+        let worker = Worker {
+            bus,
+            config,
+            registry,
+            handler,
+            metrics,
+            store,
+            conn: Arc::new(Mutex::new(conn)),
+        };
+        let task = tokio::spawn(worker.run(deliveries, cancel.clone()));
+        Ok(Consumer {
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// Stops after the delivery in progress; unacknowledged ones are redelivered later.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// What the transaction decided.
+enum Applied {
+    Applied,
+    Duplicate,
+    Stale(OrderMark),
+    Held,
+    Failed(HandlerError),
+    Shadow,
+}
+
+struct Worker {
+    bus: Arc<dyn EventBus>,
+    config: ConsumerConfig,
+    registry: Arc<SchemaRegistry>,
+    handler: Arc<dyn EventHandler>,
+    metrics: ConsumerMetrics,
+    store: ConsumerStore,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Worker {
+    async fn run(self, mut deliveries: Box<dyn DeliveryStream>, cancel: CancellationToken) {
+        let mut failures = 0u32;
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return,
+                next = deliveries.next() => next,
+            };
+            match next {
+                None => return,
+                Some(Err(e)) => {
+                    failures += 1;
+                    let wait = Duration::from_millis(100 * u64::from(failures.min(20)));
+                    tracing::debug!(consumer = %self.config.name, error = %e, ?wait, "receive failed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Some(Ok(delivery)) => {
+                    failures = 0;
+                    self.metrics.lag.set(delivery.pending as f64);
+                    self.process(delivery).await;
+                    if last_prune.elapsed() > Duration::from_secs(3600) {
+                        last_prune = tokio::time::Instant::now();
+                        self.prune().await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn prune(&self) {
+        let conn = self.conn.clone();
+        let store = self.store.clone();
+        let retention = self.config.seen_retention;
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn.transaction()?;
+            store.prune_seen(&tx, retention)?;
+            tx.commit()
+        })
+        .await;
+    }
+
+    async fn process(&self, delivery: Delivery) {
+        let envelope = match Envelope::decode_from(&delivery.subject, &delivery.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                let detail = e.to_string();
+                self.dead_letter(&delivery, DeadLetterReason::Malformed, detail, None)
+                    .await;
+                return;
+            }
+        };
+        if let Err(e) = self.registry.route(
+            &envelope.event_type,
+            envelope.schema_version.major,
+            &envelope.payload,
+        ) {
+            let reason = match e {
+                RouteError::UnknownMajor { .. } => DeadLetterReason::UnknownMajor,
+                RouteError::UnknownType { .. } => DeadLetterReason::UnknownType,
+                _ => DeadLetterReason::SchemaInvalid,
+            };
+            self.dead_letter(&delivery, reason, e.to_string(), Some(envelope))
+                .await;
+            return;
+        }
+        let (applied, envelope) = match self.apply(envelope, delivery.stream_sequence).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The database failed, not the event: try again later.
+                tracing::error!(consumer = %self.config.name, error = %e, "consumer database failed");
+                self.retry(&delivery, self.config.retry.delay(delivery.delivered)).await;
+                return;
+            }
+        };
+        match applied {
+            Applied::Applied => {
+                self.metrics.applied.increment(1);
+                self.settle(delivery.ack.ack().await);
+            }
+            Applied::Duplicate => {
+                self.metrics.duplicate.increment(1);
+                self.settle(delivery.ack.ack().await);
+            }
+            Applied::Shadow => {
+                self.metrics.shadow.increment(1);
+                self.settle(delivery.ack.ack().await);
+            }
+            Applied::Stale(applied) => {
+                let detail = format!(
+                    "event {} of key {:?} at {} is older than applied {applied}",
+                    envelope.event_id,
+                    envelope.ordering_key,
+                    OrderMark::new(envelope.epoch, envelope.sequence)
+                );
+                self.dead_letter(&delivery, DeadLetterReason::StaleEpoch, detail, Some(envelope))
+                    .await;
+            }
+            Applied::Held => {
+                self.metrics.held.increment(1);
+                match self.config.retry.while_held(delivery.delivered) {
+                    RetryDecision::RetryAfter(d) => self.retry(&delivery, d).await,
+                    RetryDecision::DeadLetter(reason) => {
+                        let detail = format!(
+                            "held behind a failing event of its key for {} deliveries",
+                            delivery.delivered
+                        );
+                        self.dead_letter(&delivery, reason, detail, Some(envelope)).await;
+                    }
+                }
+            }
+            Applied::Failed(error) => {
+                tracing::warn!(consumer = %self.config.name, event = %envelope.event_id, delivered = delivery.delivered, %error, "handler failed");
+                match self.config.retry.after_failure(delivery.delivered) {
+                    RetryDecision::RetryAfter(d) => {
+                        self.metrics.retried.increment(1);
+                        self.retry(&delivery, d).await;
+                    }
+                    RetryDecision::DeadLetter(reason) => {
+                        let detail = format!("handler failed {} times: {error}", delivery.delivered);
+                        let key = envelope.ordering_key.clone();
+                        if self
+                            .dead_letter(&delivery, reason, detail, Some(envelope))
+                            .await
+                            && let Some(key) = key
+                        {
+                            self.release_hold(key, delivery.stream_sequence).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn settle(&self, result: Result<(), BusError>) {
+        if let Err(e) = result {
+            // Redelivered later; the record makes it a duplicate then.
+            tracing::debug!(consumer = %self.config.name, error = %e, "ack failed");
+        }
+    }
+
+    async fn retry(&self, delivery: &Delivery, delay: Duration) {
+        self.settle(delivery.ack.nak(delay).await);
+    }
+
+    /// Runs decide + handler + record in one transaction on a blocking thread.
+    async fn apply(
+        &self,
+        envelope: Envelope,
+        stream_sequence: u64,
+    ) -> Result<(Applied, Envelope), ApplyFailed> {
+        let conn = self.conn.clone();
+        let store = self.store.clone();
+        let handler = self.handler.clone();
+        let shadow = self.config.shadow;
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let applied = apply_in_tx(&mut conn, &store, handler.as_ref(), &envelope, stream_sequence, shadow);
+            applied.map(|a| (a, envelope)).map_err(ApplyFailed::Database)
+        })
+        .await;
+        joined.unwrap_or(Err(ApplyFailed::Stopped))
+    }
+
+    async fn release_hold(&self, key: String, stream_sequence: u64) {
+        let conn = self.conn.clone();
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn.transaction()?;
+            store.release(&tx, &key, stream_sequence)?;
+            tx.commit()
+        })
+        .await;
+    }
+
+    /// Publishes a dead letter, then terminates the delivery; `true` if it was dead-lettered.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: DeadLetterReason,
+        detail: String,
+        envelope: Option<Envelope>,
+    ) -> bool {
+        if self.config.shadow {
+            self.metrics.shadow.increment(1);
+            self.settle(delivery.ack.ack().await);
+            return false;
+        }
+        let raw = envelope
+            .is_none()
+            .then(|| String::from_utf8_lossy(&delivery.payload).into_owned());
+        let letter = DeadLetter {
+            reason,
+            detail,
+            consumer: self.config.name.clone(),
+            subject: delivery.subject.clone(),
+            stream_sequence: delivery.stream_sequence,
+            delivered: delivery.delivered,
+            envelope,
+            raw,
+        };
+        let payload = match serde_json::to_vec(&letter) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a dead letter failed");
+                self.retry(delivery, self.config.retry.max_delay).await;
+                return false;
+            }
+        };
+        let message = BusMessage {
+            subject: self.config.subjects.dead_letter(reason.as_str()),
+            message_id: letter.message_id(),
+            payload,
+        };
+        match self.bus.publish(message).await {
+            Ok(_) => {
+                tracing::info!(consumer = %self.config.name, %reason, stream_sequence = delivery.stream_sequence, "dead-lettered");
+                self.metrics.dead_letter(reason);
+                self.settle(delivery.ack.term().await);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(consumer = %self.config.name, error = %e, "publishing a dead letter failed; will retry");
+                self.retry(delivery, self.config.retry.delay(delivery.delivered)).await;
+                false
+            }
+        }
+    }
+}
+
+/// Why a transaction did not run to a decision.
+#[derive(Debug, thiserror::Error)]
+enum ApplyFailed {
+    #[error("consumer database: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("the blocking task was stopped")]
+    Stopped,
+}
+
+/// A handler panicked while applying an event.
+#[derive(Debug, thiserror::Error)]
+#[error("handler panicked")]
+struct HandlerPanicked;
+
+fn apply_in_tx(
+    conn: &mut Connection,
+    store: &ConsumerStore,
+    handler: &dyn EventHandler,
+    envelope: &Envelope,
+    stream_sequence: u64,
+    shadow: bool,
+) -> Result<Applied, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mark = OrderMark::new(envelope.epoch, envelope.sequence);
+    let decision = match &envelope.ordering_key {
+        Some(key) => {
+            let record = store.key_record(&tx, key)?;
+            decide(
+                &record,
+                &EventPosition {
+                    mark,
+                    stream_sequence,
+                },
+            )
+        }
+        None => decide_unkeyed(store.was_seen(&tx, envelope.event_id)?),
+    };
+    match decision {
+        ApplyDecision::Duplicate => return Ok(Applied::Duplicate),
+        ApplyDecision::StaleEpoch { applied } => return Ok(Applied::Stale(applied)),
+        ApplyDecision::HeldBehind { .. } => return Ok(Applied::Held),
+        ApplyDecision::Apply => {}
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(&tx, envelope)))
+        .unwrap_or_else(|_| Err(HandlerError::new(HandlerPanicked)));
+    match outcome {
+        Ok(()) if shadow => Ok(Applied::Shadow), // dropping tx rolls back
+        Ok(()) => {
+            match &envelope.ordering_key {
+                Some(key) => {
+                    store.record_applied(&tx, key, mark)?;
+                    store.release(&tx, key, stream_sequence)?;
+                }
+                None => store.record_seen(&tx, envelope.event_id)?,
+            }
+            tx.commit()?;
+            Ok(Applied::Applied)
+        }
+        Err(error) => {
+            drop(tx);
+            if let (Some(key), false) = (&envelope.ordering_key, shadow) {
+                let tx = conn.transaction()?;
+                store.hold(&tx, key, stream_sequence)?;
+                tx.commit()?;
+            }
+            Ok(Applied::Failed(error))
+        }
+    }
+}

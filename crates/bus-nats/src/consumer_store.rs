@@ -1,0 +1,134 @@
+//! `ConsumerStore`: a consumer's dedup and order record, in the SQLite file the handler writes to.
+//!
+//! | table | what |
+//! | --- | --- |
+//! | `bus_applied (consumer, key, epoch, sequence)` | highest `(epoch, sequence)` applied per key |
+//! | `bus_seen (consumer, event_id, seen_at_ms)` | ids of applied events without a key |
+//! | `bus_holds (consumer, key, stream_sequence)` | the failing event later ones of a key wait behind |
+//!
+//! Seen ids are kept at least the retention (24 hours by default), far beyond JetStream's
+//! 2-minute duplicate window.
+
+use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
+
+use cluster_core::event::EventId;
+use cluster_core::event::KeyRecord;
+use cluster_core::event::OrderMark;
+use cluster_core::ids::FencingToken;
+use rusqlite::OptionalExtension;
+use rusqlite::Transaction;
+use rusqlite::params;
+
+use crate::sqlite::from_sql;
+use crate::sqlite::to_sql;
+
+/// Creates the record tables.
+pub(crate) fn create_tables(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS bus_applied (
+             consumer TEXT NOT NULL, key TEXT NOT NULL, epoch INTEGER NOT NULL, sequence INTEGER NOT NULL,
+             PRIMARY KEY (consumer, key));
+         CREATE TABLE IF NOT EXISTS bus_seen (
+             consumer TEXT NOT NULL, event_id TEXT NOT NULL, seen_at_ms INTEGER NOT NULL,
+             PRIMARY KEY (consumer, event_id));
+         CREATE INDEX IF NOT EXISTS bus_seen_age ON bus_seen (consumer, seen_at_ms);
+         CREATE TABLE IF NOT EXISTS bus_holds (
+             consumer TEXT NOT NULL, key TEXT NOT NULL, stream_sequence INTEGER NOT NULL,
+             PRIMARY KEY (consumer, key));",
+    )
+}
+
+fn now_ms() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The record of one consumer, read and written inside the handler's transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerStore {
+    consumer: String,
+}
+
+impl ConsumerStore {
+    pub(crate) fn new(consumer: &str) -> ConsumerStore {
+        ConsumerStore {
+            consumer: consumer.to_owned(),
+        }
+    }
+
+    pub(crate) fn key_record(&self, tx: &Transaction<'_>, key: &str) -> rusqlite::Result<KeyRecord> {
+        let applied = tx
+            .query_row(
+                "SELECT epoch, sequence FROM bus_applied WHERE consumer = ?1 AND key = ?2",
+                params![self.consumer, key],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?
+            .map(|(e, s)| OrderMark::new(FencingToken::new(from_sql(e)), from_sql(s)));
+        let held_at = tx
+            .query_row(
+                "SELECT stream_sequence FROM bus_holds WHERE consumer = ?1 AND key = ?2",
+                params![self.consumer, key],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(from_sql);
+        Ok(KeyRecord { applied, held_at })
+    }
+
+    pub(crate) fn record_applied(&self, tx: &Transaction<'_>, key: &str, mark: OrderMark) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO bus_applied (consumer, key, epoch, sequence) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(consumer, key) DO UPDATE SET epoch = excluded.epoch, sequence = excluded.sequence",
+            params![self.consumer, key, to_sql(mark.epoch.get()), to_sql(mark.sequence)],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn was_seen(&self, tx: &Transaction<'_>, id: EventId) -> rusqlite::Result<bool> {
+        Ok(tx
+            .query_row(
+                "SELECT 1 FROM bus_seen WHERE consumer = ?1 AND event_id = ?2",
+                params![self.consumer, id.to_string()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    pub(crate) fn record_seen(&self, tx: &Transaction<'_>, id: EventId) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT OR IGNORE INTO bus_seen (consumer, event_id, seen_at_ms) VALUES (?1, ?2, ?3)",
+            params![self.consumer, id.to_string(), now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn hold(&self, tx: &Transaction<'_>, key: &str, stream_sequence: u64) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT OR IGNORE INTO bus_holds (consumer, key, stream_sequence) VALUES (?1, ?2, ?3)",
+            params![self.consumer, key, to_sql(stream_sequence)],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn release(&self, tx: &Transaction<'_>, key: &str, stream_sequence: u64) -> rusqlite::Result<()> {
+        tx.execute(
+            "DELETE FROM bus_holds WHERE consumer = ?1 AND key = ?2 AND stream_sequence = ?3",
+            params![self.consumer, key, to_sql(stream_sequence)],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets seen ids older than `retention`; returns how many.
+    pub(crate) fn prune_seen(&self, tx: &Transaction<'_>, retention: std::time::Duration) -> rusqlite::Result<usize> {
+        let cutoff = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        tx.execute(
+            "DELETE FROM bus_seen WHERE consumer = ?1 AND seen_at_ms < ?2",
+            params![self.consumer, cutoff],
+        )
+    }
+}

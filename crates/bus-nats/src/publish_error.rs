@@ -1,0 +1,65 @@
+//! Why a publish was not accepted.
+
+use cluster_core::event::BusError;
+use cluster_core::event::EnvelopeError;
+use cluster_core::event::RouteError;
+use cluster_core::ids::PartitionId;
+
+use crate::outbox::OutboxError;
+
+/// Why `Publisher::publish` did not accept an event. Nothing was published or queued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The claim the event is published under passed its renew deadline.
+    #[error("claim on shard {shard} is past its renew deadline; event refused")]
+    ClaimExpired {
+        /// The shard.
+        shard: PartitionId,
+    },
+    /// The payload fails its schema, or the schema is unknown.
+    #[error("event refused: {0}")]
+    Invalid(#[from] RouteError),
+    /// The envelope cannot be built (bad ordering key).
+    #[error("event refused: {0}")]
+    Envelope(#[from] EnvelopeError),
+    /// The encoded event is larger than the bus accepts.
+    #[error("event of {size} bytes exceeds the bus limit of {max} bytes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// NATS is unreachable and the outbox is full.
+    #[error("NATS is unreachable and the outbox is full ({capacity} events)")]
+    OutboxFull {
+        /// The outbox capacity.
+        capacity: usize,
+    },
+    /// The bus refused the event for a reason retrying will not fix.
+    #[error("event bus refused the event: {0}")]
+    Bus(#[source] BusError),
+    /// The outbox could not be written.
+    #[error("outbox failed: {0}")]
+    Outbox(#[source] OutboxError),
+    /// The publisher was closed.
+    #[error("publisher is closed")]
+    Closed,
+}
+
+impl PublishError {
+    /// A short label for logs and metrics.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            PublishError::ClaimExpired { .. } => "claim_expired",
+            PublishError::Invalid(_) => "invalid",
+            PublishError::Envelope(_) => "envelope",
+            PublishError::TooLarge { .. } => "too_large",
+            PublishError::OutboxFull { .. } => "outbox_full",
+            PublishError::Bus(_) => "bus",
+            PublishError::Outbox(_) => "outbox",
+            PublishError::Closed => "closed",
+        }
+    }
+}
