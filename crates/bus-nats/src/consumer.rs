@@ -90,7 +90,9 @@ impl Consumer {
         let mut conn = conn;
         {
             let tx = conn.transaction().map_err(db_err)?;
-            let pruned = store.prune_seen(&tx, config.seen_retention).map_err(db_err)?;
+            let pruned = store
+                .prune_seen(&tx, config.seen_retention)
+                .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             tracing::debug!(consumer = %config.name, pruned, "pruned seen ids");
         }
@@ -226,7 +228,8 @@ impl Worker {
             Err(e) => {
                 // The database failed, not the event: try again later.
                 tracing::error!(consumer = %self.config.name, error = %e, "consumer database failed");
-                self.retry(&delivery, self.config.retry.delay(delivery.delivered)).await;
+                self.retry(&delivery, self.config.retry.delay(delivery.delivered))
+                    .await;
                 return;
             }
         };
@@ -250,8 +253,13 @@ impl Worker {
                     envelope.ordering_key,
                     OrderMark::new(envelope.epoch, envelope.sequence)
                 );
-                self.dead_letter(&delivery, DeadLetterReason::StaleEpoch, detail, Some(envelope))
-                    .await;
+                self.dead_letter(
+                    &delivery,
+                    DeadLetterReason::StaleEpoch,
+                    detail,
+                    Some(envelope),
+                )
+                .await;
             }
             Applied::Held => {
                 self.metrics.held.increment(1);
@@ -262,7 +270,8 @@ impl Worker {
                             "held behind a failing event of its key for {} deliveries",
                             delivery.delivered
                         );
-                        self.dead_letter(&delivery, reason, detail, Some(envelope)).await;
+                        self.dead_letter(&delivery, reason, detail, Some(envelope))
+                            .await;
                     }
                 }
             }
@@ -274,7 +283,8 @@ impl Worker {
                         self.retry(&delivery, d).await;
                     }
                     RetryDecision::DeadLetter(reason) => {
-                        let detail = format!("handler failed {} times: {error}", delivery.delivered);
+                        let detail =
+                            format!("handler failed {} times: {error}", delivery.delivered);
                         let key = envelope.ordering_key.clone();
                         if self
                             .dead_letter(&delivery, reason, detail, Some(envelope))
@@ -312,8 +322,17 @@ impl Worker {
         let shadow = self.config.shadow;
         let joined = tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let applied = apply_in_tx(&mut conn, &store, handler.as_ref(), &envelope, stream_sequence, shadow);
-            applied.map(|a| (a, envelope)).map_err(ApplyFailed::Database)
+            let applied = apply_in_tx(
+                &mut conn,
+                &store,
+                handler.as_ref(),
+                &envelope,
+                stream_sequence,
+                shadow,
+            );
+            applied
+                .map(|a| (a, envelope))
+                .map_err(ApplyFailed::Database)
         })
         .await;
         joined.unwrap_or(Err(ApplyFailed::Stopped))
@@ -379,7 +398,8 @@ impl Worker {
             }
             Err(e) => {
                 tracing::warn!(consumer = %self.config.name, error = %e, "publishing a dead letter failed; will retry");
-                self.retry(delivery, self.config.retry.delay(delivery.delivered)).await;
+                self.retry(delivery, self.config.retry.delay(delivery.delivered))
+                    .await;
                 false
             }
         }
@@ -429,8 +449,10 @@ fn apply_in_tx(
         ApplyDecision::HeldBehind { .. } => return Ok(Applied::Held),
         ApplyDecision::Apply => {}
     }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(&tx, envelope)))
-        .unwrap_or_else(|_| Err(HandlerError::new(HandlerPanicked)));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.handle(&tx, envelope)
+    }))
+    .unwrap_or_else(|_| Err(HandlerError::new(HandlerPanicked)));
     match outcome {
         Ok(()) if shadow => Ok(Applied::Shadow), // dropping tx rolls back
         Ok(()) => {

@@ -59,7 +59,11 @@ impl ConsumerStore {
         }
     }
 
-    pub(crate) fn key_record(&self, tx: &Transaction<'_>, key: &str) -> rusqlite::Result<KeyRecord> {
+    pub(crate) fn key_record(
+        &self,
+        tx: &Transaction<'_>,
+        key: &str,
+    ) -> rusqlite::Result<KeyRecord> {
         let applied = tx
             .query_row(
                 "SELECT epoch, sequence FROM bus_applied WHERE consumer = ?1 AND key = ?2",
@@ -79,7 +83,12 @@ impl ConsumerStore {
         Ok(KeyRecord { applied, held_at })
     }
 
-    pub(crate) fn record_applied(&self, tx: &Transaction<'_>, key: &str, mark: OrderMark) -> rusqlite::Result<()> {
+    pub(crate) fn record_applied(
+        &self,
+        tx: &Transaction<'_>,
+        key: &str,
+        mark: OrderMark,
+    ) -> rusqlite::Result<()> {
         tx.execute(
             "INSERT INTO bus_applied (consumer, key, epoch, sequence) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(consumer, key) DO UPDATE SET epoch = excluded.epoch, sequence = excluded.sequence",
@@ -107,7 +116,12 @@ impl ConsumerStore {
         Ok(())
     }
 
-    pub(crate) fn hold(&self, tx: &Transaction<'_>, key: &str, stream_sequence: u64) -> rusqlite::Result<()> {
+    pub(crate) fn hold(
+        &self,
+        tx: &Transaction<'_>,
+        key: &str,
+        stream_sequence: u64,
+    ) -> rusqlite::Result<()> {
         tx.execute(
             "INSERT OR IGNORE INTO bus_holds (consumer, key, stream_sequence) VALUES (?1, ?2, ?3)",
             params![self.consumer, key, to_sql(stream_sequence)],
@@ -115,7 +129,12 @@ impl ConsumerStore {
         Ok(())
     }
 
-    pub(crate) fn release(&self, tx: &Transaction<'_>, key: &str, stream_sequence: u64) -> rusqlite::Result<()> {
+    pub(crate) fn release(
+        &self,
+        tx: &Transaction<'_>,
+        key: &str,
+        stream_sequence: u64,
+    ) -> rusqlite::Result<()> {
         tx.execute(
             "DELETE FROM bus_holds WHERE consumer = ?1 AND key = ?2 AND stream_sequence = ?3",
             params![self.consumer, key, to_sql(stream_sequence)],
@@ -124,8 +143,13 @@ impl ConsumerStore {
     }
 
     /// Forgets seen ids older than `retention`; returns how many.
-    pub(crate) fn prune_seen(&self, tx: &Transaction<'_>, retention: std::time::Duration) -> rusqlite::Result<usize> {
-        let cutoff = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    pub(crate) fn prune_seen(
+        &self,
+        tx: &Transaction<'_>,
+        retention: std::time::Duration,
+    ) -> rusqlite::Result<usize> {
+        let cutoff =
+            now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
         tx.execute(
             "DELETE FROM bus_seen WHERE consumer = ?1 AND seen_at_ms < ?2",
             params![self.consumer, cutoff],

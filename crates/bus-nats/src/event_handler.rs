@@ -32,7 +32,10 @@ pub trait EventHandler: Send + Sync + 'static {
 
 impl<F> EventHandler for F
 where
-    F: Fn(&rusqlite::Transaction<'_>, &Envelope) -> Result<(), HandlerError> + Send + Sync + 'static,
+    F: Fn(&rusqlite::Transaction<'_>, &Envelope) -> Result<(), HandlerError>
+        + Send
+        + Sync
+        + 'static,
 {
     fn handle(&self, tx: &rusqlite::Transaction<'_>, event: &Envelope) -> Result<(), HandlerError> {
         self(tx, event)

@@ -43,7 +43,9 @@ pub use metric_definitions::{ConsumerMetrics, PublisherMetrics};
 pub use nats_event_bus::NatsEventBus;
 pub use outbox::{Outbox, OutboxEntry, OutboxError, StoredEntry};
 pub use publish_error::PublishError;
-pub use publisher::{Delivered, DrainTimeout, OpenError, PublishReceipt, Publisher, PublisherStatus};
+pub use publisher::{
+    Delivered, DrainTimeout, OpenError, PublishReceipt, Publisher, PublisherStatus,
+};
 pub use publisher_config::{PublisherConfig, WhenFull};
 pub use sequence_store::SequenceStore;
 pub use topology::{Durability, Topology};

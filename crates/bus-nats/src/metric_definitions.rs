@@ -92,9 +92,7 @@ impl ConsumerMetrics {
     /// Registers the handles of consumer `name` with the current recorder.
     pub fn register(name: &str) -> ConsumerMetrics {
         let consumer = name.to_owned();
-        let outcome = |o: &'static str| {
-            metrics::counter!(CONSUMED_TOTAL, "consumer" => consumer.clone(), "outcome" => o)
-        };
+        let outcome = |o: &'static str| metrics::counter!(CONSUMED_TOTAL, "consumer" => consumer.clone(), "outcome" => o);
         ConsumerMetrics {
             lag: metrics::gauge!(CONSUMER_LAG, "consumer" => consumer.clone()),
             applied: outcome("applied"),

@@ -22,7 +22,11 @@ pub(crate) struct NatsDeliveryStream {
 }
 
 impl NatsDeliveryStream {
-    pub(crate) fn new(consumer: PullConsumer, max_ack_pending: u32, call_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        consumer: PullConsumer,
+        max_ack_pending: u32,
+        call_timeout: Duration,
+    ) -> Self {
         NatsDeliveryStream {
             consumer,
             batch: usize::try_from(max_ack_pending.clamp(1, 256)).unwrap_or(256),

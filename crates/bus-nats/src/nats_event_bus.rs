@@ -52,7 +52,8 @@ impl NatsEventBus {
             .request_timeout(Some(config.call_timeout))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempt| {
-                Duration::from_millis(100 * 2u64.pow(attempt.min(4) as u32)).min(Duration::from_secs(1))
+                Duration::from_millis(100 * 2u64.pow(attempt.min(4) as u32))
+                    .min(Duration::from_secs(1))
             });
         if config.ignore_discovered_servers {
             options = options.ignore_discovered_servers();
@@ -100,7 +101,11 @@ impl EventBus for NatsEventBus {
         spec.validate()?;
         let config = jetstream::stream::Config {
             name: spec.name.clone(),
-            subjects: spec.subjects.iter().map(|s| s.as_str().to_owned()).collect(),
+            subjects: spec
+                .subjects
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
             storage: StorageType::File,
             num_replicas: spec.replicas,
             duplicate_window: spec.duplicate_window,

@@ -272,9 +272,14 @@ mod tests {
         let path = dir.path().join("outbox.db");
         {
             let outbox = Outbox::open(&path, 3).unwrap();
-            outbox.append(&[entry("a", 1, 1), entry("b", 2, 2)]).unwrap();
+            outbox
+                .append(&[entry("a", 1, 1), entry("b", 2, 2)])
+                .unwrap();
             outbox.append(&[entry("a", 1, 3)]).unwrap();
-            assert!(matches!(outbox.append(&[entry("c", 1, 4)]), Err(OutboxError::Full { capacity: 3 })));
+            assert!(matches!(
+                outbox.append(&[entry("c", 1, 4)]),
+                Err(OutboxError::Full { capacity: 3 })
+            ));
             assert_eq!(outbox.depth(), 3);
         }
         let outbox = Outbox::open(&path, 3).unwrap();

@@ -176,8 +176,14 @@ impl Publisher {
         let result = self.inner.publish(event).await;
         let m = &self.inner.metrics;
         match &result {
-            Ok(PublishReceipt { delivered: Delivered::Acked { .. }, .. }) => m.acked.increment(1),
-            Ok(PublishReceipt { delivered: Delivered::Outboxed, .. }) => m.outboxed.increment(1),
+            Ok(PublishReceipt {
+                delivered: Delivered::Acked { .. },
+                ..
+            }) => m.acked.increment(1),
+            Ok(PublishReceipt {
+                delivered: Delivered::Outboxed,
+                ..
+            }) => m.outboxed.increment(1),
             Err(PublishError::Bus(_) | PublishError::Outbox(_)) => m.failed.increment(1),
             Err(_) => m.rejected.increment(1),
         }
@@ -193,7 +199,11 @@ impl Publisher {
     }
 
     /// Waits until the outbox holds no event of `shard` (before releasing it in a handoff).
-    pub async fn drain_shard(&self, shard: PartitionId, limit: Duration) -> Result<(), DrainTimeout> {
+    pub async fn drain_shard(
+        &self,
+        shard: PartitionId,
+        limit: Duration,
+    ) -> Result<(), DrainTimeout> {
         let started = tokio::time::Instant::now();
         loop {
             let changed = self.inner.changed.notified();
@@ -266,7 +276,10 @@ impl Inner {
             .map_err(|e| PublishError::Outbox(OutboxError::Storage(e)))
     }
 
-    async fn publish(self: &Arc<Self>, event: OutgoingEvent) -> Result<PublishReceipt, PublishError> {
+    async fn publish(
+        self: &Arc<Self>,
+        event: OutgoingEvent,
+    ) -> Result<PublishReceipt, PublishError> {
         if self.cancel.is_cancelled() {
             return Err(PublishError::Closed);
         }
@@ -278,10 +291,14 @@ impl Inner {
             }
         };
         claim_valid(&event)?;
-        self.registry
-            .route(&event.event_type, event.schema_version.major, &event.payload)?;
+        self.registry.route(
+            &event.event_type,
+            event.schema_version.major,
+            &event.payload,
+        )?;
         if let Some((version, payload)) = &event.also_as {
-            self.registry.route(&event.event_type, version.major, payload)?;
+            self.registry
+                .route(&event.event_type, version.major, payload)?;
         }
         let event_id = EventId::from_bytes(*uuid::Uuid::now_v7().as_bytes());
         let key = match &event.ordering_key {
@@ -401,7 +418,11 @@ impl Inner {
         loop {
             match self.bus.publish(message.clone()).await {
                 Ok(ack) => return Ok((ack.sequence, ack.duplicate)),
-                Err(e) if e.is_retryable() && attempt < self.config.attempts && !self.is_degraded() => {
+                Err(e)
+                    if e.is_retryable()
+                        && attempt < self.config.attempts
+                        && !self.is_degraded() =>
+                {
                     self.metrics.retries.increment(1);
                     tracing::debug!(attempt, error = %e, subject = %message.subject, "publish retry");
                     tokio::time::sleep(self.config.backoff(attempt)).await;
@@ -412,7 +433,10 @@ impl Inner {
         }
     }
 
-    async fn append_outbox(self: &Arc<Self>, entries: Vec<OutboxEntry>) -> Result<(), PublishError> {
+    async fn append_outbox(
+        self: &Arc<Self>,
+        entries: Vec<OutboxEntry>,
+    ) -> Result<(), PublishError> {
         let started = tokio::time::Instant::now();
         loop {
             let changed = self.changed.notified();
@@ -543,7 +567,9 @@ async fn set_aside(inner: &Arc<Inner>, entry: &StoredEntry, error: &str) {
     let this = inner.clone();
     let entry = entry.clone();
     let error = error.to_owned();
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || this.outbox.set_aside(&entry, &error)).await {
+    if let Ok(Err(e)) =
+        tokio::task::spawn_blocking(move || this.outbox.set_aside(&entry, &error)).await
+    {
         tracing::error!(error = %e, "setting aside an outbox entry failed");
     }
 }

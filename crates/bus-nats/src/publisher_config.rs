@@ -67,6 +67,8 @@ impl PublisherConfig {
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
             .min(self.max_backoff);
         let half = d / 2;
-        half + Duration::from_nanos(fastrand::u64(0..=u64::try_from(half.as_nanos()).unwrap_or(0)))
+        half + Duration::from_nanos(fastrand::u64(
+            0..=u64::try_from(half.as_nanos()).unwrap_or(0),
+        ))
     }
 }

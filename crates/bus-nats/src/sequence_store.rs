@@ -63,9 +63,11 @@ impl SequenceStore {
         }
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let reserved: u64 = conn
-            .query_row("SELECT reserved FROM bus_sequences WHERE key = ?1", [key], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT reserved FROM bus_sequences WHERE key = ?1",
+                [key],
+                |r| r.get::<_, i64>(0),
+            )
             .optional()?
             .map(from_sql)
             .unwrap_or(0);
@@ -101,7 +103,11 @@ mod tests {
         assert_eq!(store.next("other").unwrap(), 1);
         drop(store);
         let store = SequenceStore::open(&path, 10).unwrap();
-        assert_eq!(store.next("k").unwrap(), 21, "resumes past the reserved block");
+        assert_eq!(
+            store.next("k").unwrap(),
+            21,
+            "resumes past the reserved block"
+        );
         assert_eq!(store.next_cached("k"), Some(22));
     }
 }

@@ -76,7 +76,10 @@ impl Topology {
                 self.events_stream(),
                 vec![self.subjects.all_lifecycle(), self.subjects.all_platform()],
             ),
-            spec(self.dead_letter_stream(), vec![self.subjects.all_dead_letters()]),
+            spec(
+                self.dead_letter_stream(),
+                vec![self.subjects.all_dead_letters()],
+            ),
             spec(self.audit_stream(), vec![self.subjects.all_audit()]),
         ]
     }

@@ -21,6 +21,7 @@
 
 pub mod coordination;
 pub mod etcd;
+pub mod event_bus;
 pub mod fault_proxy;
 pub mod nats;
 pub mod probe;

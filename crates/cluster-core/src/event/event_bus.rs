@@ -21,6 +21,8 @@
 //!   including after it is resubscribed.
 //! - **Errors.** An unreachable bus gives [`BusError::Unavailable`] within the adapter's call
 //!   timeout, never a hang; everything else is a non-retryable error naming what is wrong.
+//!   An `Unavailable` publish has an unknown outcome (the message may still be stored, as when
+//!   a client re-sends its buffer on reconnect): re-send it with the same message id.
 //!
 //! The port carries bytes. Envelopes, schemas, ordering, the outbox and dead letters are built
 //! once above it (see `bus-nats`'s `Publisher` and `Consumer`).

@@ -1,0 +1,103 @@
+//! Consuming: redelivery, termination, ack wait, durable resume.
+
+use std::time::Duration;
+
+use cluster_core::event::SubscriptionSpec;
+
+use super::harness::{BusHarness, expect_nothing, fixture, message, recv};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A nak'ed delivery comes again after its delay, counted.
+pub async fn nak_redelivers_with_a_higher_count<H: BusHarness>(h: &mut H) {
+    let bus = h.bus().await;
+    let f = fixture(bus.as_ref()).await;
+    bus.publish(message(&f.subject("x"), "m", "v"))
+        .await
+        .unwrap();
+    let spec = SubscriptionSpec::new(&f.stream.name, "reader", vec![]);
+    let mut deliveries = bus.subscribe(&spec).await.unwrap();
+    let first = recv(&mut deliveries, "first delivery", WAIT).await;
+    assert_eq!(first.delivered, 1);
+    tracing::info!("nak with a delay");
+    first.ack.nak(Duration::from_millis(300)).await.unwrap();
+    let second = recv(&mut deliveries, "redelivery", WAIT).await;
+    assert_eq!(second.stream_sequence, first.stream_sequence);
+    assert_eq!(second.delivered, 2);
+    second.ack.ack().await.unwrap();
+    expect_nothing(&mut deliveries, "acked", Duration::from_millis(500)).await;
+}
+
+/// A terminated delivery is never delivered again, and later messages still flow.
+pub async fn term_stops_redelivery<H: BusHarness>(h: &mut H) {
+    let bus = h.bus().await;
+    let f = fixture(bus.as_ref()).await;
+    bus.publish(message(&f.subject("x"), "m1", "poison"))
+        .await
+        .unwrap();
+    let mut spec = SubscriptionSpec::new(&f.stream.name, "reader", vec![]);
+    spec.ack_wait = Duration::from_secs(1);
+    let mut deliveries = bus.subscribe(&spec).await.unwrap();
+    let d = recv(&mut deliveries, "poison", WAIT).await;
+    d.ack.term().await.unwrap();
+    bus.publish(message(&f.subject("x"), "m2", "next"))
+        .await
+        .unwrap();
+    let next = recv(&mut deliveries, "the next message", WAIT).await;
+    assert_eq!(next.payload, b"next");
+    next.ack.ack().await.unwrap();
+    expect_nothing(
+        &mut deliveries,
+        "terminated stays gone",
+        Duration::from_millis(1500),
+    )
+    .await;
+}
+
+/// A delivery neither acked nor nak'ed comes back once its ack wait has passed.
+pub async fn unacked_delivery_comes_back_after_ack_wait<H: BusHarness>(h: &mut H) {
+    let bus = h.bus().await;
+    let f = fixture(bus.as_ref()).await;
+    bus.publish(message(&f.subject("x"), "m", "v"))
+        .await
+        .unwrap();
+    let mut spec = SubscriptionSpec::new(&f.stream.name, "reader", vec![]);
+    spec.ack_wait = Duration::from_secs(1);
+    let mut deliveries = bus.subscribe(&spec).await.unwrap();
+    let first = recv(&mut deliveries, "first", WAIT).await;
+    tracing::info!("leave it unacknowledged");
+    drop(first);
+    let again = recv(&mut deliveries, "after ack wait", WAIT).await;
+    assert_eq!(again.delivered, 2);
+    again.ack.ack().await.unwrap();
+}
+
+/// Resubscribing with the same durable name resumes after the last acknowledged message.
+pub async fn durable_consumer_resumes_after_its_last_ack<H: BusHarness>(h: &mut H) {
+    let bus = h.bus().await;
+    let f = fixture(bus.as_ref()).await;
+    for i in 0..6 {
+        bus.publish(message(&f.subject("x"), &format!("m{i}"), &i.to_string()))
+            .await
+            .unwrap();
+    }
+    let mut spec = SubscriptionSpec::new(&f.stream.name, "durable", vec![]);
+    // Deliveries prefetched by the first client come back to the next after the ack wait.
+    spec.ack_wait = Duration::from_secs(1);
+    {
+        tracing::info!("ack the first three, then go away");
+        let mut deliveries = bus.subscribe(&spec).await.unwrap();
+        for i in 0..3 {
+            let d = recv(&mut deliveries, "first three", WAIT).await;
+            assert_eq!(d.payload, i.to_string().as_bytes());
+            d.ack.ack().await.unwrap();
+        }
+    }
+    {
+        tracing::info!("a new client with the same name continues at the fourth");
+        let other = h.bus().await;
+        let mut deliveries = other.subscribe(&spec).await.unwrap();
+        let d = recv(&mut deliveries, "the fourth", WAIT).await;
+        assert_eq!(d.payload, b"3");
+    }
+}
