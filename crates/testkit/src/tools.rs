@@ -246,18 +246,47 @@ impl Tool {
             path: path.clone(),
             output: output.trim().to_owned(),
         })?;
-        self.judge(version).map_err(|reason| ToolError::Refused {
-            tool: self,
-            path: path.clone(),
-            version,
-            reason,
-            var: self.override_var(),
-        })?;
+        self.judge(version)
+            .and_then(|()| self.check_companions(&path))
+            .map_err(|reason| ToolError::Refused {
+                tool: self,
+                path: path.clone(),
+                version,
+                reason,
+                var: self.override_var(),
+            })?;
         Ok(Located {
             tool: self,
             path,
             version,
         })
+    }
+
+    /// Checks files a tool needs besides its binary.
+    ///
+    /// protoc needs the well-known types (`google/protobuf/descriptor.proto`), which Debian ships
+    /// in `libprotobuf-dev`, next to its own `include/` directory.
+    fn check_companions(self, path: &Path) -> Result<(), &'static str> {
+        if self != Tool::Protoc {
+            return Ok(());
+        }
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let found = path
+            .ancestors()
+            .skip(2)
+            .take(1)
+            .map(|prefix| prefix.join("include/google/protobuf/descriptor.proto"))
+            .chain(std::iter::once(PathBuf::from(
+                "/usr/include/google/protobuf/descriptor.proto",
+            )))
+            .any(|p| p.is_file());
+        if found {
+            Ok(())
+        } else {
+            Err(
+                "the well-known .proto files (google/protobuf/descriptor.proto, Debian's libprotobuf-dev) are missing",
+            )
+        }
     }
 
     /// The first candidate path that exists, without checking its version.
