@@ -37,12 +37,15 @@ impl RetryPolicy {
 
     /// The backoff before attempt `attempt` (1-based), with full jitter in [d/2, d].
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1).min(20)).unwrap_or(u32::MAX));
+        let exp = self.initial.saturating_mul(
+            1u32.checked_shl(attempt.saturating_sub(1).min(20))
+                .unwrap_or(u32::MAX),
+        );
         let d = exp.min(self.max);
         let half = d / 2;
-        half + Duration::from_nanos(fastrand::u64(0..=half.as_nanos().min(u64::MAX as u128) as u64))
+        half + Duration::from_nanos(fastrand::u64(
+            0..=half.as_nanos().min(u64::MAX as u128) as u64,
+        ))
     }
 
     /// Runs `op` until it succeeds, fails with a non-retryable error, or the budget is spent;
@@ -82,7 +85,10 @@ mod tests {
         for attempt in 1..30 {
             let d = p.backoff(attempt);
             let full = (p.initial * 2u32.pow((attempt - 1).min(20))).min(p.max);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} vs {full:?}");
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempt}: {d:?} vs {full:?}"
+            );
         }
     }
 
@@ -93,7 +99,12 @@ mod tests {
         let result: CoordResult<()> = p
             .run(|| {
                 calls += 1;
-                async { Err(CoordError::timed_out(Operation::Read, Duration::from_secs(1))) }
+                async {
+                    Err(CoordError::timed_out(
+                        Operation::Read,
+                        Duration::from_secs(1),
+                    ))
+                }
             })
             .await;
         assert!(result.is_err());

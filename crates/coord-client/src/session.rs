@@ -103,7 +103,10 @@ impl Session {
             },
         )
         .map_err(|e| {
-            CoordError::bad_request(format!("granted ttl {:?} with margin {:?}: {e}", grant.ttl, timing.margin))
+            CoordError::bad_request(format!(
+                "granted ttl {:?} with margin {:?}: {e}",
+                grant.ttl, timing.margin
+            ))
         })?;
         let (state, _) = watch::channel(SessionState::Alive {
             safe_until: lease.safe_until(),

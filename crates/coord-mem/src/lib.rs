@@ -40,10 +40,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cluster_core::coordination::{
-    Capabilities, ClaimStore, CoordError, CoordResult, Coordinator, ElectionStore, Expect, Fence, Key,
-    KeyPrefix, KvEntry, KvStore, LeaderInfo, LeaderStream, Leadership, LeaseGrant, LeaseId, LeaseStore,
-    LockStore, MembershipStore, Operation, WatchHistory, WatchStart, WatchStore, WatchStream, WatchTarget,
-    queue_election,
+    Capabilities, ClaimStore, CoordError, CoordResult, Coordinator, ElectionStore, Expect, Fence,
+    Key, KeyPrefix, KvEntry, KvStore, LeaderInfo, LeaderStream, Leadership, LeaseGrant, LeaseId,
+    LeaseStore, LockStore, MembershipStore, Operation, WatchHistory, WatchStart, WatchStore,
+    WatchStream, WatchTarget, queue_election,
 };
 use cluster_core::ids::{FencingToken, Revision};
 use futures::StreamExt;
@@ -154,7 +154,9 @@ impl LeaseStore for MemCoordinator {
     async fn grant_lease(&self, ttl: Duration) -> CoordResult<LeaseGrant> {
         self.gate(Operation::GrantLease).await?;
         if ttl.is_zero() {
-            return Err(CoordError::bad_request("lease ttl must be greater than zero"));
+            return Err(CoordError::bad_request(
+                "lease ttl must be greater than zero",
+            ));
         }
         self.start_reaper();
         let id = self.store.lock().grant(ttl);
@@ -188,7 +190,13 @@ impl KvStore for MemCoordinator {
         Ok(self.store.lock().list(prefix))
     }
 
-    async fn put(&self, key: &Key, value: Vec<u8>, expect: Expect, lease: Option<&LeaseId>) -> CoordResult<Revision> {
+    async fn put(
+        &self,
+        key: &Key,
+        value: Vec<u8>,
+        expect: Expect,
+        lease: Option<&LeaseId>,
+    ) -> CoordResult<Revision> {
         self.gate(Operation::Write).await?;
         self.store.lock().put(key, value, expect, lease)
     }
@@ -201,7 +209,9 @@ impl KvStore for MemCoordinator {
     async fn put_if_held(&self, key: &Key, value: Vec<u8>, fence: &Fence) -> CoordResult<Revision> {
         self.gate(Operation::Write).await?;
         let mut state = self.store.lock();
-        let current = state.get(&fence.key).map(|e| FencingToken::from(e.revision));
+        let current = state
+            .get(&fence.key)
+            .map(|e| FencingToken::from(e.revision));
         if current != Some(fence.token) {
             return Err(CoordError::StaleToken {
                 resource: fence.key.path(),
@@ -225,12 +235,14 @@ impl WatchStore for MemCoordinator {
         self.store.lock().watch(target, after, tx)?;
         let link = self.link.clone();
         // Events wait while the link is cut, as they would in a socket buffer, and flow on heal.
-        Ok(futures::stream::unfold((rx, link), |(mut rx, link)| async move {
-            let event = rx.recv().await?;
-            link.wait_pass(None).await;
-            Some((Ok(event), (rx, link)))
-        })
-        .boxed())
+        Ok(
+            futures::stream::unfold((rx, link), |(mut rx, link)| async move {
+                let event = rx.recv().await?;
+                link.wait_pass(None).await;
+                Some((Ok(event), (rx, link)))
+            })
+            .boxed(),
+        )
     }
 }
 
@@ -250,7 +262,12 @@ impl Drop for Withdraw {
 
 #[async_trait]
 impl ElectionStore for MemCoordinator {
-    async fn campaign(&self, election: &Key, holder: &str, lease: &LeaseId) -> CoordResult<Leadership> {
+    async fn campaign(
+        &self,
+        election: &Key,
+        holder: &str,
+        lease: &LeaseId,
+    ) -> CoordResult<Leadership> {
         self.gate(Operation::Election).await?;
         let (key, created) = queue_election::enter(self, election, holder, lease).await?;
         let mut withdraw = Withdraw {

@@ -141,7 +141,11 @@ impl State {
         let Some(entry) = self.entries.remove(path) else {
             return false;
         };
-        if let Some(lease) = entry.lease.as_ref().and_then(|l| self.leases.get_mut(l.as_str())) {
+        if let Some(lease) = entry
+            .lease
+            .as_ref()
+            .and_then(|l| self.leases.get_mut(l.as_str()))
+        {
             lease.keys.remove(path);
         }
         let revision = self.next_revision();
@@ -197,7 +201,9 @@ impl State {
         let detail = match (expect, current) {
             (Expect::Any, _) => None,
             (Expect::Absent, None) => None,
-            (Expect::Absent, Some(e)) => Some(ConflictDetail::Exists { revision: e.revision }),
+            (Expect::Absent, Some(e)) => Some(ConflictDetail::Exists {
+                revision: e.revision,
+            }),
             (Expect::Revision(r), Some(e)) if e.revision == r => None,
             (Expect::Revision(expected), found) => Some(ConflictDetail::RevisionMoved {
                 expected,

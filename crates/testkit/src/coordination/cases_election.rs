@@ -48,9 +48,17 @@ pub async fn election_resign_hands_over_with_larger_token<H: CoordHarness>(h: &m
             .expect("b leads after a resigns")
             .unwrap()
             .unwrap();
-        assert!(term_b.token > term_a.token, "{} !> {}", term_b.token, term_a.token);
+        assert!(
+            term_b.token > term_a.token,
+            "{} !> {}",
+            term_b.token,
+            term_a.token
+        );
         assert_eq!(coord.leader(&election).await.unwrap().unwrap().holder, "b");
-        coord.resign(&term_a).await.expect("resigning an ended term is a no-op");
+        coord
+            .resign(&term_a)
+            .await
+            .expect("resigning an ended term is a no-op");
         assert_eq!(coord.leader(&election).await.unwrap().unwrap().holder, "b");
     }
 }
@@ -65,10 +73,13 @@ pub async fn election_killed_holder_replaced_with_larger_token<H: CoordHarness>(
 
     tracing::info!("a stops renewing, as a killed process would");
     a.abandon();
-    let term_b = tokio::time::timeout(h.timing().max_expiry(), coord.campaign(&election, "b", b.lease()))
-        .await
-        .expect("b leads once a's lease expires")
-        .unwrap();
+    let term_b = tokio::time::timeout(
+        h.timing().max_expiry(),
+        coord.campaign(&election, "b", b.lease()),
+    )
+    .await
+    .expect("b leads once a's lease expires")
+    .unwrap();
     assert!(term_b.token > term_a.token);
 }
 
@@ -83,7 +94,12 @@ pub async fn election_blackholed_holder_loses_before_successor_leads<H: CoordHar
 
     let events: Arc<Mutex<Vec<(&'static str, cluster_core::time::MonoTime)>>> = Arc::default();
     let b_won = {
-        let (observer, election, lease, events) = (observer.clone(), election.clone(), b.lease().clone(), events.clone());
+        let (observer, election, lease, events) = (
+            observer.clone(),
+            election.clone(),
+            b.lease().clone(),
+            events.clone(),
+        );
         tokio::spawn(async move {
             let term = observer.campaign(&election, "b", &lease).await;
             events.lock().await.push(("b_leads", mono_now()));
@@ -110,7 +126,11 @@ pub async fn election_blackholed_holder_loses_before_successor_leads<H: CoordHar
     assert_eq!(reason, LostReason::Expired);
     let events = events.lock().await.clone();
     let order: Vec<&str> = events.iter().map(|(e, _)| *e).collect();
-    assert_eq!(order, ["a_lost", "b_leads"], "a must learn it lost before b's term begins");
+    assert_eq!(
+        order,
+        ["a_lost", "b_leads"],
+        "a must learn it lost before b's term begins"
+    );
     assert!(term_b.token > term_a.token);
 }
 
@@ -131,7 +151,9 @@ pub async fn election_healed_holder_does_not_lead_again<H: CoordHarness>(h: &mut
     };
 
     {
-        tracing::info!("blackhole a until its session is lost (past the renew deadline), then heal");
+        tracing::info!(
+            "blackhole a until its session is lost (past the renew deadline), then heal"
+        );
         fault.blackhole();
         let reason = tokio::time::timeout(timing.ttl * 2, a.lost())
             .await
@@ -158,12 +180,17 @@ pub async fn election_healed_holder_does_not_lead_again<H: CoordHarness>(h: &mut
                 .await
                 .unwrap_err();
             assert!(matches!(err, CoordError::StaleToken { .. }), "{err:?}");
-            observer.put_if_held(&data, b"fresh".to_vec(), &term_b.fence()).await.unwrap();
+            observer
+                .put_if_held(&data, b"fresh".to_vec(), &term_b.fence())
+                .await
+                .unwrap();
         }
         let leader = observer.leader(&election).await.unwrap().unwrap();
         assert_eq!(leader.holder, "b");
         assert_eq!(leader.token, term_b.token);
-        let err = coord_a.put(&data, b"x".to_vec(), Expect::Any, Some(a.lease())).await;
+        let err = coord_a
+            .put(&data, b"x".to_vec(), Expect::Any, Some(a.lease()))
+            .await;
         assert!(matches!(err, Err(CoordError::LeaseLost { .. })), "{err:?}");
     }
 }
@@ -172,8 +199,15 @@ pub async fn election_healed_holder_does_not_lead_again<H: CoordHarness>(h: &mut
 pub async fn election_never_two_leaders<H: CoordHarness>(h: &mut H) {
     let coord = h.client().await;
     let election = key(&fresh_namespace(NamespaceKind::Election), "leader");
-    let intervals: Arc<Mutex<Vec<(u64, cluster_core::time::MonoTime, cluster_core::time::MonoTime)>>> =
-        Arc::default();
+    let intervals: Arc<
+        Mutex<
+            Vec<(
+                u64,
+                cluster_core::time::MonoTime,
+                cluster_core::time::MonoTime,
+            )>,
+        >,
+    > = Arc::default();
     let mut tasks = Vec::new();
     for name in ["a", "b", "c"] {
         let (coord, election, intervals) = (coord.clone(), election.clone(), intervals.clone());
@@ -191,7 +225,10 @@ pub async fn election_never_two_leaders<H: CoordHarness>(h: &mut H) {
         }));
     }
     for t in tasks {
-        tokio::time::timeout(Duration::from_secs(120), t).await.expect("rounds finish").unwrap();
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("rounds finish")
+            .unwrap();
     }
     let mut intervals = intervals.lock().await.clone();
     intervals.sort_by_key(|(token, _, _)| *token);
@@ -210,15 +247,30 @@ pub async fn election_observe_reports_changes<H: CoordHarness>(h: &mut H) {
     let limit = h.timing().max_expiry();
     let election = key(&fresh_namespace(NamespaceKind::Election), "leader");
     let mut leaders = coord.observe_leader(&election).await.unwrap();
-    let first = tokio::time::timeout(limit, leaders.next()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(limit, leaders.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(first, None, "no leader yet");
 
     let a = session(&coord, "a", h).await;
     let term = coord.campaign(&election, "a", a.lease()).await.unwrap();
-    let seen = tokio::time::timeout(limit, leaders.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(seen.map(|l| (l.holder, l.token)), Some(("a".to_owned(), term.token)));
+    let seen = tokio::time::timeout(limit, leaders.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen.map(|l| (l.holder, l.token)),
+        Some(("a".to_owned(), term.token))
+    );
     coord.resign(&term).await.unwrap();
-    let seen = tokio::time::timeout(limit, leaders.next()).await.unwrap().unwrap().unwrap();
+    let seen = tokio::time::timeout(limit, leaders.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(seen, None);
 }
 

@@ -17,10 +17,22 @@ pub async fn kv_put_get_list_delete<H: CoordHarness>(h: &mut H) {
 
     let (r1, r2, r3) = {
         tracing::info!("three puts, revisions only grow");
-        let r1 = coord.put(&key(&ns, "b"), b"2".to_vec(), Expect::Any, None).await.unwrap();
-        let r2 = coord.put(&key(&ns, "a"), b"1".to_vec(), Expect::Any, None).await.unwrap();
-        let r3 = coord.put(&key(&ns, "b"), b"3".to_vec(), Expect::Any, None).await.unwrap();
-        coord.put(&key(&other, "a"), b"x".to_vec(), Expect::Any, None).await.unwrap();
+        let r1 = coord
+            .put(&key(&ns, "b"), b"2".to_vec(), Expect::Any, None)
+            .await
+            .unwrap();
+        let r2 = coord
+            .put(&key(&ns, "a"), b"1".to_vec(), Expect::Any, None)
+            .await
+            .unwrap();
+        let r3 = coord
+            .put(&key(&ns, "b"), b"3".to_vec(), Expect::Any, None)
+            .await
+            .unwrap();
+        coord
+            .put(&key(&other, "a"), b"x".to_vec(), Expect::Any, None)
+            .await
+            .unwrap();
         assert!(r1 < r2 && r2 < r3, "{r1} {r2} {r3}");
         (r1, r2, r3)
     };
@@ -38,7 +50,10 @@ pub async fn kv_put_get_list_delete<H: CoordHarness>(h: &mut H) {
         let names: Vec<&str> = all.iter().map(|e| e.key.name()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(all[0].revision, r2);
-        let only_b = coord.list(&KeyPrefix::new(ns.clone(), "b").unwrap()).await.unwrap();
+        let only_b = coord
+            .list(&KeyPrefix::new(ns.clone(), "b").unwrap())
+            .await
+            .unwrap();
         assert_eq!(only_b.len(), 1);
     }
     {
@@ -55,10 +70,16 @@ pub async fn kv_conditional_writes<H: CoordHarness>(h: &mut H) {
     let ns = fresh_namespace(NamespaceKind::Kv);
     let k = key(&ns, "cas");
 
-    let created = coord.put(&k, b"1".to_vec(), Expect::Absent, None).await.unwrap();
+    let created = coord
+        .put(&k, b"1".to_vec(), Expect::Absent, None)
+        .await
+        .unwrap();
     {
         tracing::info!("a second create conflicts");
-        let err = coord.put(&k, b"2".to_vec(), Expect::Absent, None).await.unwrap_err();
+        let err = coord
+            .put(&k, b"2".to_vec(), Expect::Absent, None)
+            .await
+            .unwrap_err();
         match err {
             CoordError::Conflict {
                 detail: ConflictDetail::Exists { revision },
@@ -70,7 +91,10 @@ pub async fn kv_conditional_writes<H: CoordHarness>(h: &mut H) {
     let updated = {
         tracing::info!("CAS with a wrong revision conflicts; with the right one it writes");
         let wrong = Revision(created.0 + 1000);
-        let err = coord.put(&k, b"2".to_vec(), Expect::Revision(wrong), None).await.unwrap_err();
+        let err = coord
+            .put(&k, b"2".to_vec(), Expect::Revision(wrong), None)
+            .await
+            .unwrap_err();
         assert!(matches!(
             err,
             CoordError::Conflict {
@@ -79,16 +103,25 @@ pub async fn kv_conditional_writes<H: CoordHarness>(h: &mut H) {
             }
         ));
         assert_eq!(coord.get(&k).await.unwrap().unwrap().value, b"1");
-        let updated = coord.put(&k, b"2".to_vec(), Expect::Revision(created), None).await.unwrap();
+        let updated = coord
+            .put(&k, b"2".to_vec(), Expect::Revision(created), None)
+            .await
+            .unwrap();
         assert!(updated > created);
         updated
     };
     {
         tracing::info!("a conditional delete with a stale revision conflicts");
-        let err = coord.delete(&k, Expect::Revision(created)).await.unwrap_err();
+        let err = coord
+            .delete(&k, Expect::Revision(created))
+            .await
+            .unwrap_err();
         assert!(matches!(err, CoordError::Conflict { .. }), "{err:?}");
         assert!(coord.delete(&k, Expect::Revision(updated)).await.unwrap());
-        let err = coord.put(&k, b"3".to_vec(), Expect::Revision(updated), None).await.unwrap_err();
+        let err = coord
+            .put(&k, b"3".to_vec(), Expect::Revision(updated), None)
+            .await
+            .unwrap_err();
         assert!(matches!(
             err,
             CoordError::Conflict {
@@ -107,19 +140,29 @@ pub async fn put_if_held_refuses_superseded_claim<H: CoordHarness>(h: &mut H) {
     let data = fresh_namespace(NamespaceKind::Kv);
     let resource = key(&claims, "partition-1");
     let target = key(&data, "state");
-    let a = Session::open(coord.clone(), node("a"), timing.lease_timing()).await.unwrap();
-    let b = Session::open(coord.clone(), node("b"), timing.lease_timing()).await.unwrap();
+    let a = Session::open(coord.clone(), node("a"), timing.lease_timing())
+        .await
+        .unwrap();
+    let b = Session::open(coord.clone(), node("b"), timing.lease_timing())
+        .await
+        .unwrap();
 
     let old = coord.claim(&resource, &node("a"), a.lease()).await.unwrap();
     if !coord.capabilities().put_if_held {
         tracing::info!("backend declares put_if_held unsupported: it must say so");
-        let err = coord.put_if_held(&target, b"x".to_vec(), &old.fence()).await.unwrap_err();
+        let err = coord
+            .put_if_held(&target, b"x".to_vec(), &old.fence())
+            .await
+            .unwrap_err();
         assert!(matches!(err, CoordError::Unsupported { .. }), "{err:?}");
         return;
     }
     {
         tracing::info!("the current owner's fenced write commits");
-        coord.put_if_held(&target, b"from-a".to_vec(), &old.fence()).await.unwrap();
+        coord
+            .put_if_held(&target, b"from-a".to_vec(), &old.fence())
+            .await
+            .unwrap();
     }
     let new = {
         tracing::info!("ownership moves to b");
@@ -130,16 +173,24 @@ pub async fn put_if_held_refuses_superseded_claim<H: CoordHarness>(h: &mut H) {
     };
     {
         tracing::info!("a's fenced write is refused and changes nothing; b's commits");
-        let err = coord.put_if_held(&target, b"late-a".to_vec(), &old.fence()).await.unwrap_err();
+        let err = coord
+            .put_if_held(&target, b"late-a".to_vec(), &old.fence())
+            .await
+            .unwrap_err();
         match err {
-            CoordError::StaleToken { presented, current, .. } => {
+            CoordError::StaleToken {
+                presented, current, ..
+            } => {
                 assert_eq!(presented, old.token);
                 assert_eq!(current, Some(new.token));
             }
             other => panic!("expected StaleToken, got {other:?}"),
         }
         assert_eq!(coord.get(&target).await.unwrap().unwrap().value, b"from-a");
-        coord.put_if_held(&target, b"from-b".to_vec(), &new.fence()).await.unwrap();
+        coord
+            .put_if_held(&target, b"from-b".to_vec(), &new.fence())
+            .await
+            .unwrap();
         assert_eq!(coord.get(&target).await.unwrap().unwrap().value, b"from-b");
     }
     a.close(coord.as_ref()).await.unwrap();

@@ -33,7 +33,10 @@ pub async fn lease_grant_renew_revoke<H: CoordHarness>(h: &mut H) {
     {
         tracing::info!("revoke deletes the bound key at once");
         let k = key(&ns, "bound");
-        coord.put(&k, b"v".to_vec(), Expect::Any, Some(&grant.id)).await.unwrap();
+        coord
+            .put(&k, b"v".to_vec(), Expect::Any, Some(&grant.id))
+            .await
+            .unwrap();
         assert!(coord.get(&k).await.unwrap().is_some());
         coord.revoke_lease(&grant.id).await.unwrap();
         assert!(coord.get(&k).await.unwrap().is_none());
@@ -43,7 +46,12 @@ pub async fn lease_grant_renew_revoke<H: CoordHarness>(h: &mut H) {
         let err = coord.renew_lease(&grant.id).await.unwrap_err();
         assert!(matches!(err, CoordError::LeaseLost { .. }), "{err:?}");
         let err = coord
-            .put(&key(&ns, "late"), b"v".to_vec(), Expect::Any, Some(&grant.id))
+            .put(
+                &key(&ns, "late"),
+                b"v".to_vec(),
+                Expect::Any,
+                Some(&grant.id),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, CoordError::LeaseLost { .. }), "{err:?}");
@@ -58,7 +66,10 @@ pub async fn lease_expiry_deletes_bound_keys<H: CoordHarness>(h: &mut H) {
     let k = key(&ns, "ephemeral");
 
     let grant = coord.grant_lease(timing.ttl).await.unwrap();
-    coord.put(&k, b"v".to_vec(), Expect::Absent, Some(&grant.id)).await.unwrap();
+    coord
+        .put(&k, b"v".to_vec(), Expect::Absent, Some(&grant.id))
+        .await
+        .unwrap();
     let mut watch = coord
         .watch(WatchTarget::Key(k.clone()), WatchStart::Now)
         .await
@@ -94,12 +105,21 @@ pub async fn session_outlives_its_ttl_by_renewing<H: CoordHarness>(h: &mut H) {
     let session = Session::open(coord.clone(), node("n1"), timing.lease_timing())
         .await
         .unwrap();
-    coord.put(&k, b"v".to_vec(), Expect::Absent, Some(session.lease())).await.unwrap();
+    coord
+        .put(&k, b"v".to_vec(), Expect::Absent, Some(session.lease()))
+        .await
+        .unwrap();
     tokio::time::sleep(timing.ttl * 3).await;
-    assert!(session.is_alive(), "session died while the store was reachable");
+    assert!(
+        session.is_alive(),
+        "session died while the store was reachable"
+    );
     assert!(coord.get(&k).await.unwrap().is_some(), "bound key expired");
     session.close(coord.as_ref()).await.unwrap();
-    assert!(coord.get(&k).await.unwrap().is_none(), "close did not revoke");
+    assert!(
+        coord.get(&k).await.unwrap().is_none(),
+        "close did not revoke"
+    );
     assert_eq!(session.lost().await, LostReason::Closed);
 }
 
@@ -115,7 +135,10 @@ pub async fn session_lost_fires_before_store_expiry<H: CoordHarness>(h: &mut H) 
     let session = Session::open(coord.clone(), node("n1"), timing.lease_timing())
         .await
         .unwrap();
-    coord.put(&k, b"v".to_vec(), Expect::Absent, Some(session.lease())).await.unwrap();
+    coord
+        .put(&k, b"v".to_vec(), Expect::Absent, Some(session.lease()))
+        .await
+        .unwrap();
     let mut watch = observer
         .watch(WatchTarget::Key(k.clone()), WatchStart::Now)
         .await
@@ -135,7 +158,9 @@ pub async fn session_lost_fires_before_store_expiry<H: CoordHarness>(h: &mut H) 
         loop {
             match watch.next().await {
                 Some(Ok(WatchEvent::Delete { .. })) => return mono_now(),
-                Some(Ok(WatchEvent::Snapshot { entries, .. })) if entries.is_empty() => return mono_now(),
+                Some(Ok(WatchEvent::Snapshot { entries, .. })) if entries.is_empty() => {
+                    return mono_now();
+                }
                 Some(_) => {}
                 None => panic!("observer watch ended"),
             }
@@ -146,6 +171,9 @@ pub async fn session_lost_fires_before_store_expiry<H: CoordHarness>(h: &mut H) 
     let (reason, lost_at) = lost_at.await.unwrap();
     fault.heal();
     assert_eq!(reason, LostReason::Expired);
-    assert!(lost_at < deleted_at, "lost signal ({lost_at}) came after the store expiry was visible ({deleted_at})");
+    assert!(
+        lost_at < deleted_at,
+        "lost signal ({lost_at}) came after the store expiry was visible ({deleted_at})"
+    );
     assert!(!session.is_alive());
 }

@@ -15,7 +15,10 @@ pub async fn store_down_gives_unavailable<H: CoordHarness>(h: &mut H) {
     let ns = fresh_namespace(NamespaceKind::Kv);
     let k = key(&ns, "k");
     let lease = coord.grant_lease(timing.ttl).await.unwrap();
-    coord.put(&k, b"v".to_vec(), Expect::Any, None).await.unwrap();
+    coord
+        .put(&k, b"v".to_vec(), Expect::Any, None)
+        .await
+        .unwrap();
 
     h.stop_store().await;
     // Bounds a hang only: the backend's own deadline must end each call well before this.
@@ -37,6 +40,9 @@ pub async fn store_down_gives_unavailable<H: CoordHarness>(h: &mut H) {
     unavailable!("grant", coord.grant_lease(timing.ttl));
     unavailable!("renew", coord.renew_lease(&lease.id));
     unavailable!("claim", coord.claim(&key(&ns, "c"), &node("a"), &lease.id));
-    unavailable!("watch", coord.watch(WatchTarget::Key(k.clone()), WatchStart::Now));
+    unavailable!(
+        "watch",
+        coord.watch(WatchTarget::Key(k.clone()), WatchStart::Now)
+    );
     h.start_store().await;
 }

@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use cluster_core::coordination::{
-    CoordError, Expect, KeyPrefix, WatchEvent, WatchHistory, WatchStart, WatchStream,
-    WatchTarget,
+    CoordError, Expect, KeyPrefix, WatchEvent, WatchHistory, WatchStart, WatchStream, WatchTarget,
 };
 use cluster_core::naming::NamespaceKind;
 use futures::StreamExt;
@@ -35,10 +34,16 @@ pub async fn watch_snapshot_then_changes_in_order<H: CoordHarness>(h: &mut H) {
     let coord = h.client().await;
     let limit = h.timing().call_timeout * 5;
     let ns = fresh_namespace(NamespaceKind::Kv);
-    coord.put(&key(&ns, "before"), b"0".to_vec(), Expect::Any, None).await.unwrap();
+    coord
+        .put(&key(&ns, "before"), b"0".to_vec(), Expect::Any, None)
+        .await
+        .unwrap();
 
     let mut watch = coord
-        .watch(WatchTarget::Prefix(KeyPrefix::all(ns.clone())), WatchStart::Now)
+        .watch(
+            WatchTarget::Prefix(KeyPrefix::all(ns.clone())),
+            WatchStart::Now,
+        )
         .await
         .unwrap();
     let snapshot_rev = {
@@ -69,11 +74,19 @@ pub async fn watch_snapshot_then_changes_in_order<H: CoordHarness>(h: &mut H) {
         let mut deletes = 0;
         while puts < 5 || deletes < 1 {
             let event = next_change(&mut watch, limit).await;
-            assert!(event.revision() > last, "revision went back: {} after {last}", event.revision());
+            assert!(
+                event.revision() > last,
+                "revision went back: {} after {last}",
+                event.revision()
+            );
             last = event.revision();
             match event {
                 WatchEvent::Put(e) => {
-                    assert!(written.contains(&e.revision), "unexpected put at {}", e.revision);
+                    assert!(
+                        written.contains(&e.revision),
+                        "unexpected put at {}",
+                        e.revision
+                    );
                     puts += 1;
                 }
                 WatchEvent::Delete { key, .. } => {
@@ -95,7 +108,10 @@ pub async fn watch_full_history_and_compaction<H: CoordHarness>(h: &mut H) {
     let k = key(&ns, "history");
     let target = WatchTarget::Key(k.clone());
 
-    let first = coord.put(&k, b"0".to_vec(), Expect::Any, None).await.unwrap();
+    let first = coord
+        .put(&k, b"0".to_vec(), Expect::Any, None)
+        .await
+        .unwrap();
     let mut revisions = vec![first];
     for i in 1..5u8 {
         revisions.push(coord.put(&k, vec![i], Expect::Any, None).await.unwrap());
@@ -103,12 +119,18 @@ pub async fn watch_full_history_and_compaction<H: CoordHarness>(h: &mut H) {
     if coord.capabilities().watch_history != WatchHistory::FullHistory {
         tracing::info!("latest-value backend: After is refused");
         let err = coord.watch(target, WatchStart::After(first)).await.err();
-        assert!(matches!(err, Some(CoordError::Unsupported { .. })), "{err:?}");
+        assert!(
+            matches!(err, Some(CoordError::Unsupported { .. })),
+            "{err:?}"
+        );
         return;
     }
     {
         tracing::info!("every revision after the first is replayed, in order, values intact");
-        let mut watch = coord.watch(target.clone(), WatchStart::After(first)).await.unwrap();
+        let mut watch = coord
+            .watch(target.clone(), WatchStart::After(first))
+            .await
+            .unwrap();
         for (i, want) in revisions.iter().enumerate().skip(1) {
             match next(&mut watch, limit).await {
                 WatchEvent::Put(e) => {
@@ -145,8 +167,14 @@ pub async fn watch_survives_store_restart<H: CoordHarness>(h: &mut H) {
     let timing = h.timing();
     let ns = fresh_namespace(NamespaceKind::Kv);
     let k = key(&ns, "survivor");
-    coord.put(&k, b"before".to_vec(), Expect::Any, None).await.unwrap();
-    let mut watch = coord.watch(WatchTarget::Key(k.clone()), WatchStart::Now).await.unwrap();
+    coord
+        .put(&k, b"before".to_vec(), Expect::Any, None)
+        .await
+        .unwrap();
+    let mut watch = coord
+        .watch(WatchTarget::Key(k.clone()), WatchStart::Now)
+        .await
+        .unwrap();
     let _snapshot = next(&mut watch, timing.call_timeout * 5).await;
 
     {

@@ -102,7 +102,10 @@ where
 {
     let deadline = Instant::now() + limit;
     while !check().await {
-        assert!(Instant::now() < deadline, "never happened within {limit:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "never happened within {limit:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
