@@ -13,6 +13,14 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     xxh3_64(bytes)
 }
 
+/// The partition of `key` among `partitions` (at least 1): depends only on the key and the count.
+///
+/// Every node and every version computes the same partition, so work can be routed by key
+/// without asking anyone.
+pub fn partition_of(key: &[u8], partitions: u32) -> crate::ids::PartitionId {
+    crate::ids::PartitionId(reduce(stable_hash(key), partitions.max(1)))
+}
+
 /// The ring position of virtual node `index` of `node`.
 pub(crate) fn vnode_hash(node: &str, index: u32) -> u64 {
     xxh3_64_with_seed(node.as_bytes(), VNODE_SEED.wrapping_add(u64::from(index)))

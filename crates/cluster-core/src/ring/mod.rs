@@ -40,6 +40,7 @@ mod owners;
 mod partition_ring;
 mod ring_error;
 
+pub use hash::partition_of;
 pub use hash::stable_hash;
 pub use hash_ring::HashRing;
 pub use hash_ring::RingConfig;

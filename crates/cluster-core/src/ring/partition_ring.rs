@@ -1,8 +1,7 @@
 //! Fixed partitions placed on a [`HashRing`], optionally with bounded loads.
 
 use super::hash::partition_hash;
-use super::hash::reduce;
-use super::hash::stable_hash;
+use super::hash::partition_of;
 use super::hash_ring::HashRing;
 use super::ring_error::RingError;
 use crate::assignment::Assignment;
@@ -129,7 +128,7 @@ impl PartitionRing {
 
     /// The partition of `key`; depends only on the key and the partition count.
     pub fn partition_for(&self, key: impl AsRef<[u8]>) -> PartitionId {
-        PartitionId(reduce(stable_hash(key.as_ref()), self.partitions))
+        partition_of(key.as_ref(), self.partitions)
     }
 
     /// The owner of partition `p`, or `None` if `p` is out of range. Does not allocate.
