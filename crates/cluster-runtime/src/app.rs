@@ -1,0 +1,249 @@
+//! `App`: a named piece of work the platform runs in one of four modes, with its hooks.
+
+use std::future::Future;
+use std::time::Duration;
+
+use cluster_core::ids::AppName;
+
+use crate::context::{
+    ActiveContext, AppContext, HealthChange, LeaderChange, MemberChange, OwnContext, ReleaseContext,
+};
+use crate::error::{HookResult, RuntimeError};
+use crate::hooks::Hook;
+
+/// How an app's work is spread over the nodes that run it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppMode {
+    /// One active node (the elected leader), the others standby.
+    ActivePassive,
+    /// Every node that runs the app is active.
+    Pool,
+    /// Exactly `n` active nodes, each holding a fenced slot claim.
+    Replicas(u32),
+    /// Work split into `partitions` partitions by consistent hashing; each partition has one
+    /// owner at a time, with a fencing token.
+    Ring {
+        /// The number of partitions.
+        partitions: u32,
+    },
+}
+
+impl AppMode {
+    /// A short name for status and errors.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AppMode::ActivePassive => "active_passive",
+            AppMode::Pool => "pool",
+            AppMode::Replicas(_) => "replicas",
+            AppMode::Ring { .. } => "ring",
+        }
+    }
+}
+
+/// The hooks of an app; every one is optional.
+#[derive(Debug, Clone, Default)]
+pub struct AppHooks {
+    pub(crate) on_start: Option<Hook<AppContext>>,
+    pub(crate) on_stop: Option<Hook<AppContext>>,
+    pub(crate) on_active: Option<Hook<ActiveContext>>,
+    pub(crate) on_passive: Option<Hook<AppContext>>,
+    pub(crate) on_leader_change: Option<Hook<LeaderChange>>,
+    pub(crate) on_own: Option<Hook<OwnContext>>,
+    pub(crate) on_release: Option<Hook<ReleaseContext>>,
+    pub(crate) on_member_join: Option<Hook<MemberChange>>,
+    pub(crate) on_member_leave: Option<Hook<MemberChange>>,
+    pub(crate) on_health_change: Option<Hook<HealthChange>>,
+}
+
+/// An app, built with [`App::builder`] and registered with `Platform::register`.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub(crate) name: AppName,
+    pub(crate) mode: AppMode,
+    pub(crate) hooks: AppHooks,
+    pub(crate) hook_timeout: Option<Duration>,
+    pub(crate) weight: u32,
+}
+
+impl App {
+    /// Starts building an app called `name` (`[a-z0-9][a-z0-9-]{0,31}`).
+    pub fn builder(name: &str) -> AppBuilder {
+        AppBuilder {
+            name: name.to_owned(),
+            mode: AppMode::ActivePassive,
+            hooks: AppHooks::default(),
+            hook_timeout: None,
+            weight: 1,
+        }
+    }
+
+    /// The app's name.
+    pub fn name(&self) -> &AppName {
+        &self.name
+    }
+
+    /// The app's mode.
+    pub fn mode(&self) -> AppMode {
+        self.mode
+    }
+}
+
+/// Builds an [`App`].
+#[derive(Debug)]
+pub struct AppBuilder {
+    name: String,
+    mode: AppMode,
+    hooks: AppHooks,
+    hook_timeout: Option<Duration>,
+    weight: u32,
+}
+
+macro_rules! hook_setter {
+    ($(#[$doc:meta])* $name:ident, $ctx:ty) => {
+        $(#[$doc])*
+        pub fn $name<F, Fut>(mut self, f: F) -> Self
+        where
+            F: Fn($ctx) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = HookResult> + Send + 'static,
+        {
+            self.hooks.$name = Some(Hook::new(f));
+            self
+        }
+    };
+}
+
+impl AppBuilder {
+    /// One leader, the rest standby (the default).
+    pub fn active_passive(mut self) -> Self {
+        self.mode = AppMode::ActivePassive;
+        self
+    }
+
+    /// Every node active.
+    pub fn pool(mut self) -> Self {
+        self.mode = AppMode::Pool;
+        self
+    }
+
+    /// Exactly `n` active nodes, each holding a fenced slot claim.
+    pub fn replicas(mut self, n: u32) -> Self {
+        self.mode = AppMode::Replicas(n);
+        self
+    }
+
+    /// Work split into `partitions` partitions by consistent hashing.
+    pub fn ring(mut self, partitions: u32) -> Self {
+        self.mode = AppMode::Ring { partitions };
+        self
+    }
+
+    /// The time each hook of this app may take (default: the platform's hook timeout).
+    pub fn hook_timeout(mut self, timeout: Duration) -> Self {
+        self.hook_timeout = Some(timeout);
+        self
+    }
+
+    /// This node's relative weight in ring mode (default 1).
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    hook_setter!(
+        /// Runs once when the app starts on this node, before any role.
+        on_start, AppContext);
+    hook_setter!(
+        /// Runs once when the app stops on this node, after every role ended.
+        on_stop, AppContext);
+    hook_setter!(
+        /// Runs when this node becomes active, with the term's token; an error steps it down.
+        on_active, ActiveContext);
+    hook_setter!(
+        /// Runs when this node becomes (or starts as) standby.
+        on_passive, AppContext);
+    hook_setter!(
+        /// Runs when the app's leader changes (on every node).
+        on_leader_change, LeaderChange);
+    hook_setter!(
+        /// Runs when this node comes to own a partition (ring mode).
+        on_own, OwnContext);
+    hook_setter!(
+        /// Runs when this node stops owning a partition (ring mode).
+        on_release, ReleaseContext);
+    hook_setter!(
+        /// Runs when a node joins the platform.
+        on_member_join, MemberChange);
+    hook_setter!(
+        /// Runs when a node leaves the platform (or its lease expires).
+        on_member_leave, MemberChange);
+    hook_setter!(
+        /// Runs when this node's overall health changes.
+        on_health_change, HealthChange);
+
+    /// Validates and builds the app.
+    pub fn build(self) -> Result<App, RuntimeError> {
+        let name = AppName::new(self.name)?;
+        match self.mode {
+            AppMode::Replicas(0) => {
+                return Err(RuntimeError::config("replicas", "must be at least 1"));
+            }
+            AppMode::Ring { partitions: 0 } => {
+                return Err(RuntimeError::config(
+                    "ring.partitions",
+                    "must be at least 1",
+                ));
+            }
+            AppMode::Ring { partitions } if partitions > 65_536 => {
+                return Err(RuntimeError::config(
+                    "ring.partitions",
+                    "at most 65536 partitions",
+                ));
+            }
+            _ => {}
+        }
+        if self.hook_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(RuntimeError::config(
+                "hook_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.weight == 0 {
+            return Err(RuntimeError::config("weight", "must be at least 1"));
+        }
+        Ok(App {
+            name,
+            mode: self.mode,
+            hooks: self.hooks,
+            hook_timeout: self.hook_timeout,
+            weight: self.weight,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_names_the_bad_field() {
+        assert!(App::builder("orders").ring(64).build().is_ok());
+        let err = App::builder("Orders").build().unwrap_err();
+        assert!(matches!(err, RuntimeError::Id(_)), "{err}");
+        let err = App::builder("orders").ring(0).build().unwrap_err();
+        assert!(matches!(
+            err,
+            RuntimeError::Config {
+                field: "ring.partitions",
+                ..
+            }
+        ));
+        let err = App::builder("orders").replicas(0).build().unwrap_err();
+        assert!(matches!(
+            err,
+            RuntimeError::Config {
+                field: "replicas",
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,198 @@
+//! Audit events: what the platform did, published on the event bus and kept in memory.
+//!
+//! Publishing never blocks the runtime: events go through a bounded queue to a background task
+//! that publishes them on the bus's audit subject (`{prefix}.audit.{event}`). When the queue is
+//! full the event is still logged and kept in the in-memory tail, and the loss from the bus is
+//! counted in `cluster_audit_dropped_total`, never silent.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use cluster_core::event::{BusMessage, EventBus, SubjectToken, Subjects};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// What happened. Names are the platform documents' audit names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// This node became leader.
+    LeaderAcquired,
+    /// This node lost leadership without choosing to (lease lost, store outage).
+    LeaderLost,
+    /// The leader of an election changed (seen by any node).
+    LeaderChanged,
+    /// This node gave leadership up (step-down, shutdown, failed `on_active`).
+    LeaderReleased,
+    /// A step-down was requested.
+    StepDownInitiated,
+    /// This node claimed a partition.
+    PartitionOwned,
+    /// This node released or lost a partition.
+    PartitionReleased,
+    /// A node joined.
+    MemberJoined,
+    /// A node left.
+    MemberLeft,
+}
+
+impl AuditKind {
+    /// The snake_case name used in subjects and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::LeaderAcquired => "leader_acquired",
+            AuditKind::LeaderLost => "leader_lost",
+            AuditKind::LeaderChanged => "leader_changed",
+            AuditKind::LeaderReleased => "leader_released",
+            AuditKind::StepDownInitiated => "step_down_initiated",
+            AuditKind::PartitionOwned => "partition_owned",
+            AuditKind::PartitionReleased => "partition_released",
+            AuditKind::MemberJoined => "member_joined",
+            AuditKind::MemberLeft => "member_left",
+        }
+    }
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    /// What happened.
+    pub kind: AuditKind,
+    /// The platform.
+    pub platform: String,
+    /// The app, if the event concerns one.
+    pub app: Option<String>,
+    /// The node that reports it.
+    pub node: String,
+    /// The fencing token involved, if any.
+    pub token: Option<u64>,
+    /// The partition involved, if any.
+    pub partition: Option<u32>,
+    /// Free-form detail (reason, other node).
+    pub detail: Option<String>,
+    /// When, by the wall clock, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+const TAIL: usize = 256;
+const QUEUE: usize = 1024;
+
+/// The audit sink shared by a platform's components.
+#[derive(Clone)]
+pub(crate) struct Audit {
+    platform: String,
+    node: String,
+    tail: Arc<Mutex<VecDeque<AuditEvent>>>,
+    queue: Option<mpsc::Sender<AuditEvent>>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Audit {
+    /// A sink for `platform`/`node`; publishes to `bus` if given. Must run inside a runtime when
+    /// a bus is given (it spawns the publisher).
+    pub(crate) fn new(
+        platform: &str,
+        node: &str,
+        bus: Option<(Arc<dyn EventBus>, Subjects)>,
+    ) -> Self {
+        let queue = bus.map(|(bus, subjects)| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(publish(bus, subjects, rx));
+            tx
+        });
+        Audit {
+            platform: platform.to_owned(),
+            node: node.to_owned(),
+            tail: Arc::default(),
+            queue,
+        }
+    }
+
+    /// Records an event.
+    pub(crate) fn record(
+        &self,
+        kind: AuditKind,
+        app: Option<&str>,
+        token: Option<u64>,
+        partition: Option<u32>,
+        detail: Option<String>,
+    ) {
+        let at_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let event = AuditEvent {
+            kind,
+            platform: self.platform.clone(),
+            app: app.map(str::to_owned),
+            node: self.node.clone(),
+            token,
+            partition,
+            detail,
+            at_ms,
+        };
+        tracing::info!(
+            audit = kind.as_str(),
+            app,
+            token,
+            partition,
+            detail = event.detail.as_deref(),
+            "audit"
+        );
+        {
+            let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+            if tail.len() == TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(event.clone());
+        }
+        if let Some(queue) = &self.queue
+            && queue.try_send(event).is_err()
+        {
+            metrics::counter!(crate::metric_names::AUDIT_DROPPED).increment(1);
+        }
+    }
+
+    /// The most recent events, oldest first.
+    pub(crate) fn recent(&self) -> Vec<AuditEvent> {
+        self.tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+async fn publish(bus: Arc<dyn EventBus>, subjects: Subjects, mut rx: mpsc::Receiver<AuditEvent>) {
+    let mut sequence: u64 = 0;
+    while let Some(event) = rx.recv().await {
+        sequence += 1;
+        let Ok(token) = SubjectToken::new(event.kind.as_str()) else {
+            continue;
+        };
+        let Ok(payload) = serde_json::to_vec(&event) else {
+            continue;
+        };
+        let message = BusMessage {
+            subject: subjects.audit(&token),
+            message_id: format!(
+                "audit-{}-{}-{}-{sequence}",
+                event.node,
+                event.at_ms,
+                event.kind.as_str()
+            ),
+            payload,
+        };
+        if let Err(e) = bus.publish(message).await {
+            tracing::warn!(error = %e, kind = event.kind.as_str(), "audit event not published");
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Active-passive: one leader per app, elected through the store, standbys ready to take over.
+//!
+//! Standbys wait in the store's election queue (etcd: each watches only its predecessor), so
+//! they react to the leader's key going away, not to a poll. A leader:
+//!
+//! 1. wins the campaign under the node's session; its term has a fencing token;
+//! 2. runs `on_active` with the token and a cancellation token (an error or timeout steps it
+//!    down: resign, `on_passive`, a short backoff, campaign again);
+//! 3. stays leader until it steps down, shuts down, or its session is lost. The session is lost
+//!    at its renew deadline (send time of the last acknowledged renewal + TTL - margin), before
+//!    the store can expire the lease and let another node lead;
+//! 4. on leaving: the cancellation token fires first, then the role becomes passive, then it
+//!    resigns (handing leadership to the next candidate at once), then `on_passive` runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_core::coordination::{Key, LeaderInfo, Leadership};
+use cluster_core::ids::FencingToken;
+use cluster_core::naming::{NamespaceKind, namespace};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppHooks;
+use crate::audit::AuditKind;
+use crate::context::{ActiveContext, AppContext, LeaderChange};
+use crate::error::RuntimeError;
+use crate::hooks::run_optional;
+use crate::metric_names;
+
+/// This node's role in an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "role")]
+pub enum Role {
+    /// The app has not decided yet.
+    Starting,
+    /// Standby.
+    Passive,
+    /// Active, in the term (or slot claim) with this token.
+    Active {
+        /// The fencing token.
+        token: FencingToken,
+    },
+    /// The app stopped on this node.
+    Stopped,
+}
+
+/// A handle on an app's election (active-passive mode), and on the role in any mode.
+#[derive(Clone)]
+pub struct ElectionHandle {
+    pub(crate) ctx: AppContext,
+    pub(crate) role: watch::Receiver<Role>,
+    pub(crate) leader: watch::Receiver<Option<LeaderInfo>>,
+    pub(crate) step_down: Option<mpsc::Sender<oneshot::Sender<()>>>,
+}
+
+impl std::fmt::Debug for ElectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElectionHandle")
+            .field("role", &*self.role.borrow())
+            .finish()
+    }
+}
+
+impl ElectionHandle {
+    /// Whether this node is active now: active role and a session before its deadline.
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Active { .. })
+            && self.ctx.shared.sessions.current().is_some()
+    }
+
+    /// The fencing token of the current term, while leading.
+    pub fn fencing_token(&self) -> Option<FencingToken> {
+        match *self.role.borrow() {
+            Role::Active { token } if self.is_leader() => Some(token),
+            _ => None,
+        }
+    }
+
+    /// The current leader as this node last saw it.
+    pub fn leader(&self) -> Option<LeaderInfo> {
+        self.leader.borrow().clone()
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        *self.role.borrow()
+    }
+
+    /// A receiver of role changes.
+    pub fn roles(&self) -> watch::Receiver<Role> {
+        self.role.clone()
+    }
+
+    /// Waits until this node leads; returns the term's token.
+    pub async fn wait_for_leadership(
+        &self,
+        timeout: Duration,
+    ) -> Result<FencingToken, RuntimeError> {
+        let mut role = self.role.clone();
+        let wait = async {
+            loop {
+                if let Role::Active { token } = *role.borrow_and_update() {
+                    return Ok(token);
+                }
+                if role.changed().await.is_err() {
+                    return Err(RuntimeError::NotRunning);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| RuntimeError::Timeout(timeout))?
+    }
+
+    /// Steps down if leading: leadership passes to the next candidate; returns once this node
+    /// has resigned. A no-op when not leading.
+    pub async fn step_down(&self) -> Result<(), RuntimeError> {
+        let Some(tx) = &self.step_down else {
+            return Err(RuntimeError::WrongMode {
+                app: self.ctx.app().to_string(),
+                needed: "active_passive",
+            });
+        };
+        if !matches!(*self.role.borrow(), Role::Active { .. }) {
+            return Ok(());
+        }
+        let (done_tx, done_rx) = oneshot::channel();
+        tx.send(done_tx)
+            .await
+            .map_err(|_| RuntimeError::NotRunning)?;
+        done_rx.await.map_err(|_| RuntimeError::NotRunning)
+    }
+}
+
+/// What the role loop does after a term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterTerm {
+    /// Campaign again.
+    Campaign,
+    /// Wait a moment, then campaign (after a failed `on_active`, so others can lead).
+    Backoff,
+    /// The app is stopping.
+    Stop,
+}
+
+/// Why a term ended.
+#[derive(Debug)]
+enum TermEnd {
+    ActiveFailed,
+    Lost,
+    StepDown(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// The election key of an app.
+pub(crate) fn election_key(ctx: &AppContext) -> Result<Key, RuntimeError> {
+    let ns = namespace(ctx.platform(), Some(ctx.app()), NamespaceKind::Election);
+    Ok(Key::new(ns, "leader")?)
+}
+
+/// Watches the app's leader: publishes it, runs `on_leader_change`, records leader changes.
+pub(crate) async fn observe_leader(
+    ctx: AppContext,
+    hooks: Arc<AppHooks>,
+    timeout: Duration,
+    leader_tx: watch::Sender<Option<LeaderInfo>>,
+    stop: CancellationToken,
+) {
+    let Ok(key) = election_key(&ctx) else { return };
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            s = ctx.coordinator().observe_leader(&key) => s,
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "observing the leader failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = stream.next() => n,
+            };
+            let leader = match next {
+                Some(Ok(leader)) => leader,
+                Some(Err(_)) | None => break,
+            };
+            let changed = leader_tx.send_if_modified(|current| {
+                let changed = current.as_ref().map(|l| l.token) != leader.as_ref().map(|l| l.token);
+                *current = leader.clone();
+                changed
+            });
+            if changed {
+                let app = ctx.app().to_string();
+                metrics::counter!(metric_names::LEADER_CHANGES, "app" => app.clone()).increment(1);
+                ctx.shared.audit.record(
+                    AuditKind::LeaderChanged,
+                    Some(&app),
+                    leader.as_ref().map(|l| l.token.get()),
+                    None,
+                    leader.as_ref().map(|l| format!("leader: {}", l.holder)),
+                );
+                let change = LeaderChange {
+                    app: ctx.clone(),
+                    leader,
+                };
+                let _ = run_optional(
+                    &hooks.on_leader_change,
+                    &app,
+                    "on_leader_change",
+                    change,
+                    timeout,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Runs the active-passive role loop of one app until `stop` fires.
+pub(crate) async fn drive(
+    ctx: AppContext,
+    hooks: Arc<AppHooks>,
+    timeout: Duration,
+    backoff: Duration,
+    role_tx: watch::Sender<Role>,
+    mut step_down_rx: mpsc::Receiver<oneshot::Sender<()>>,
+    stop: CancellationToken,
+) {
+    let app = ctx.app().to_string();
+    let Ok(key) = election_key(&ctx) else { return };
+    let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
+    role_tx.send_replace(Role::Passive);
+    loop {
+        let session = tokio::select! {
+            _ = stop.cancelled() => break,
+            s = ctx.shared.sessions.alive() => s,
+        };
+        let campaign = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = session.lost() => continue,
+            t = ctx.coordinator().campaign(&key, ctx.node().as_str(), session.lease()) => t,
+        };
+        let term = match campaign {
+            Ok(term) if session.is_alive() => term,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(app, error = %e, "campaign failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => continue,
+                }
+            }
+        };
+        match lead(
+            &ctx,
+            &hooks,
+            timeout,
+            &role_tx,
+            &mut step_down_rx,
+            &stop,
+            &session,
+            &term,
+        )
+        .await
+        {
+            AfterTerm::Campaign => {}
+            AfterTerm::Backoff => tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            },
+            AfterTerm::Stop => break,
+        }
+    }
+    role_tx.send_replace(Role::Stopped);
+}
+
+/// One term: `on_active`, hold, then leave in order. Returns what to do next.
+#[allow(clippy::too_many_arguments)]
+async fn lead(
+    ctx: &AppContext,
+    hooks: &AppHooks,
+    timeout: Duration,
+    role_tx: &watch::Sender<Role>,
+    step_down_rx: &mut mpsc::Receiver<oneshot::Sender<()>>,
+    stop: &CancellationToken,
+    session: &coord_client::Session,
+    term: &Leadership,
+) -> AfterTerm {
+    let app = ctx.app().to_string();
+    let cancel = CancellationToken::new();
+    role_tx.send_replace(Role::Active { token: term.token });
+    metrics::gauge!(metric_names::ELECTION_EPOCH, "app" => app.clone())
+        .set(term.token.get() as f64);
+    ctx.shared.audit.record(
+        AuditKind::LeaderAcquired,
+        Some(&app),
+        Some(term.token.get()),
+        None,
+        None,
+    );
+    let active = ActiveContext {
+        app: ctx.clone(),
+        token: term.token,
+        fence: Some(term.fence()),
+        cancel: cancel.clone(),
+        slot: None,
+    };
+    let started = tokio::select! {
+        r = run_optional(&hooks.on_active, &app, "on_active", active, timeout) => r.is_ok(),
+        _ = session.lost() => false,
+    };
+    let end = if !started {
+        if session.is_alive() {
+            TermEnd::ActiveFailed
+        } else {
+            TermEnd::Lost
+        }
+    } else {
+        tokio::select! {
+            _ = session.lost() => TermEnd::Lost,
+            _ = stop.cancelled() => TermEnd::Shutdown,
+            request = step_down_rx.recv() => match request {
+                Some(done) => TermEnd::StepDown(done),
+                None => TermEnd::Shutdown,
+            },
+        }
+    };
+    // Leader-scoped work stops first, before anything else can happen.
+    cancel.cancel();
+    role_tx.send_replace(Role::Passive);
+    metrics::gauge!(metric_names::ELECTION_EPOCH, "app" => app.clone()).set(0.0);
+    let token = Some(term.token.get());
+    match &end {
+        TermEnd::Lost => {
+            ctx.shared.audit.record(
+                AuditKind::LeaderLost,
+                Some(&app),
+                token,
+                None,
+                Some("session lost".into()),
+            );
+        }
+        TermEnd::StepDown(_) => {
+            ctx.shared
+                .audit
+                .record(AuditKind::StepDownInitiated, Some(&app), token, None, None);
+        }
+        TermEnd::ActiveFailed => {
+            ctx.shared.audit.record(
+                AuditKind::StepDownInitiated,
+                Some(&app),
+                token,
+                None,
+                Some("on_active failed".into()),
+            );
+        }
+        TermEnd::Shutdown => {}
+    }
+    if !matches!(end, TermEnd::Lost) {
+        // Hand leadership to the next candidate at once.
+        if let Err(e) = ctx.coordinator().resign(term).await {
+            tracing::warn!(app, error = %e, "resign failed; the term ends when the lease does");
+        }
+        ctx.shared
+            .audit
+            .record(AuditKind::LeaderReleased, Some(&app), token, None, None);
+    }
+    let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
+    match end {
+        TermEnd::StepDown(done) => {
+            let _ = done.send(());
+            AfterTerm::Campaign
+        }
+        TermEnd::Lost => AfterTerm::Campaign,
+        TermEnd::ActiveFailed => AfterTerm::Backoff,
+        TermEnd::Shutdown => AfterTerm::Stop,
+    }
+}

@@ -1,0 +1,61 @@
+//! Errors of the runtime.
+
+use std::time::Duration;
+
+use cluster_core::coordination::CoordError;
+use cluster_core::ids::IdError;
+
+/// A boxed error from application code (hooks, health checks).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a hook returns: `Ok(())` or any error, which the runtime reports and acts on.
+pub type HookResult = Result<(), BoxError>;
+
+/// Why the runtime refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A setting is invalid or settings cannot be safe together; names the field.
+    #[error("invalid configuration: {field}: {reason}")]
+    Config {
+        /// The offending field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A name or id is invalid.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// The coordination store refused or failed.
+    #[error(transparent)]
+    Coord(#[from] CoordError),
+    /// An app with this name is registered already.
+    #[error("app {0} is registered twice")]
+    DuplicateApp(String),
+    /// The operation needs a running platform.
+    #[error("the platform is not running")]
+    NotRunning,
+    /// The operation does not apply to this app's mode.
+    #[error("app {app} is not in {needed} mode")]
+    WrongMode {
+        /// The app.
+        app: String,
+        /// The mode the operation needs.
+        needed: &'static str,
+    },
+    /// A wait ran out.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The HTTP endpoint could not be served.
+    #[error("http endpoint: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+impl RuntimeError {
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        RuntimeError::Config {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,775 @@
+//! Ring mode: partitions owned one at a time, moved safely when nodes come and go.
+//!
+//! Three parts cooperate, all driven by watches:
+//!
+//! - **Claims.** Partition `p` is an ownership claim on `p-{p}` in the app's claims namespace,
+//!   bound to the owner's lease; its token grows with every new owner.
+//! - **The planner.** One node per app (elected on `ring-planner`) computes, with cluster-core's
+//!   rebalance planner, the fair split of partitions over the live members that run the app
+//!   (weighted; within one partition of each share) and publishes the target assignment at
+//!   `assignments/ring`, fenced by its planner term. It publishes the plan one wave at a time
+//!   (at most `max_concurrent_moves` partitions changing owner), re-planning as claims move and
+//!   members join, leave or fail.
+//! - **Each node** reconciles: it claims the partitions the target gives it once they are free,
+//!   and hands off those it no longer should own: stop intake, drain in-flight work (up to the
+//!   drain timeout), leave queued work in the store for the next owner, cancel, `on_release`,
+//!   release the claim with its token. The new owner's claim succeeds only after that release,
+//!   or after a failed owner's lease has expired; so a partition never has two owners with
+//!   valid tokens, and `on_own` on the new owner runs only after the old owner let go.
+//!
+//! When the node's session is lost, every partition's cancellation fires at once (at the renew
+//! deadline), `on_release` runs with reason `lost`, and the claims are left to expire.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_core::coordination::{
+    CoordError, Coordinator, Expect, Key, KeyPrefix, LeaseId, MemberInfo, OwnershipClaim,
+    WatchEvent, WatchStart, WatchStream, WatchTarget, decode_claim,
+};
+use cluster_core::ids::{FencingToken, NodeId, PartitionId};
+use cluster_core::naming::{NamespaceKind, namespace};
+use cluster_core::rebalance::{
+    Member, OwnershipTable, PartitionOwner, PlanConstraints, RebalancePlanner,
+};
+use cluster_core::ring::partition_of;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppHooks;
+use crate::audit::AuditKind;
+use crate::context::{AppContext, OwnContext, ReleaseContext, ReleaseReason};
+use crate::error::RuntimeError;
+use crate::hooks::run_optional;
+use crate::metric_names;
+use crate::owned_work::PartitionWork;
+
+/// Member metadata key listing the apps a node runs (comma-separated).
+pub(crate) const APPS_META: &str = "apps";
+/// Member metadata key set to `true` while a node leaves gracefully.
+pub(crate) const LEAVING_META: &str = "leaving";
+
+/// What a node knows of its ring.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RingView {
+    /// The target owner of each partition, as last published by the planner.
+    pub target: Vec<Option<NodeId>>,
+    /// The claimed owner and token of each partition, as the store says.
+    pub owners: Vec<Option<(NodeId, FencingToken)>>,
+    /// The partitions this node owns and serves, with their tokens.
+    pub mine: BTreeMap<u32, FencingToken>,
+    /// The partitions this node is handing off.
+    pub draining: BTreeSet<u32>,
+    /// The version of the target assignment.
+    pub version: u64,
+}
+
+impl RingView {
+    fn empty(partitions: u32) -> Self {
+        RingView {
+            target: vec![None; partitions as usize],
+            owners: vec![None; partitions as usize],
+            ..RingView::default()
+        }
+    }
+
+    /// Whether this node owns exactly what the target gives it, with nothing in motion.
+    fn settled_for(&self, node: &NodeId) -> bool {
+        let wanted: BTreeSet<u32> = self
+            .target
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.as_ref() == Some(node))
+            .map(|(p, _)| p as u32)
+            .collect();
+        self.version > 0
+            && self.draining.is_empty()
+            && wanted == self.mine.keys().copied().collect()
+    }
+}
+
+/// A handle on an app's ring.
+#[derive(Clone)]
+pub struct RingHandle {
+    node: NodeId,
+    partitions: u32,
+    pub(crate) view: watch::Receiver<RingView>,
+}
+
+impl std::fmt::Debug for RingHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingHandle")
+            .field("partitions", &self.partitions)
+            .field("mine", &self.view.borrow().mine.len())
+            .finish()
+    }
+}
+
+impl RingHandle {
+    /// The number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The partition of `key`: depends only on the key and the partition count.
+    pub fn partition_for(&self, key: impl AsRef<[u8]>) -> PartitionId {
+        partition_of(key.as_ref(), self.partitions)
+    }
+
+    /// The node that owns `key`'s partition now (its claim), or the target owner while it is
+    /// unclaimed.
+    pub fn node_for(&self, key: impl AsRef<[u8]>) -> Option<NodeId> {
+        let p = self.partition_for(key).0 as usize;
+        let view = self.view.borrow();
+        view.owners
+            .get(p)
+            .cloned()
+            .flatten()
+            .map(|(n, _)| n)
+            .or_else(|| view.target.get(p).cloned().flatten())
+    }
+
+    /// Whether this node owns `key`'s partition and takes new work for it.
+    pub fn owns_key(&self, key: impl AsRef<[u8]>) -> bool {
+        let p = self.partition_for(key).0;
+        let view = self.view.borrow();
+        view.mine.contains_key(&p) && !view.draining.contains(&p)
+    }
+
+    /// The partitions this node owns, with their tokens.
+    pub fn owned_partitions(&self) -> BTreeMap<PartitionId, FencingToken> {
+        self.view
+            .borrow()
+            .mine
+            .iter()
+            .map(|(p, t)| (PartitionId(*p), *t))
+            .collect()
+    }
+
+    /// The whole view.
+    pub fn view(&self) -> RingView {
+        self.view.borrow().clone()
+    }
+
+    /// Waits until this node owns exactly the partitions the target gives it.
+    pub async fn wait_for_partitions(
+        &self,
+        timeout: Duration,
+    ) -> Result<BTreeMap<PartitionId, FencingToken>, RuntimeError> {
+        let mut view = self.view.clone();
+        let wait = async {
+            loop {
+                if view.borrow_and_update().settled_for(&self.node) {
+                    return Ok(self.owned_partitions());
+                }
+                if view.changed().await.is_err() {
+                    return Err(RuntimeError::NotRunning);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| RuntimeError::Timeout(timeout))?
+    }
+}
+
+/// The target assignment as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct AssignmentRecord {
+    version: u64,
+    owners: Vec<Option<NodeId>>,
+}
+
+fn claim_key(ctx: &AppContext, p: u32) -> Result<Key, CoordError> {
+    Key::new(
+        namespace(ctx.platform(), Some(ctx.app()), NamespaceKind::Claims),
+        format!("p-{p}"),
+    )
+}
+
+fn claims_prefix(ctx: &AppContext) -> Result<KeyPrefix, CoordError> {
+    KeyPrefix::new(
+        namespace(ctx.platform(), Some(ctx.app()), NamespaceKind::Claims),
+        "p-",
+    )
+}
+
+fn assignment_key(ctx: &AppContext) -> Result<Key, CoordError> {
+    Key::new(
+        namespace(ctx.platform(), Some(ctx.app()), NamespaceKind::Assignments),
+        "ring",
+    )
+}
+
+fn planner_key(ctx: &AppContext) -> Result<Key, CoordError> {
+    Key::new(
+        namespace(ctx.platform(), Some(ctx.app()), NamespaceKind::Election),
+        "ring-planner",
+    )
+}
+
+fn partition_of_key(key: &Key) -> Option<u32> {
+    key.name().strip_prefix("p-")?.parse().ok()
+}
+
+/// Settings of a ring driver.
+#[derive(Debug, Clone)]
+pub(crate) struct RingSettings {
+    pub(crate) partitions: u32,
+    pub(crate) hook_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) max_concurrent_moves: usize,
+}
+
+/// A partition this node owns.
+struct Owned {
+    claim: OwnershipClaim,
+    lease: LeaseId,
+    cancel: CancellationToken,
+    work: PartitionWork,
+}
+
+/// Creates the handle and the channel the driver publishes on.
+pub(crate) fn channel(node: NodeId, partitions: u32) -> (watch::Sender<RingView>, RingHandle) {
+    let (tx, rx) = watch::channel(RingView::empty(partitions));
+    (
+        tx,
+        RingHandle {
+            node,
+            partitions,
+            view: rx,
+        },
+    )
+}
+
+async fn open_watch(
+    coord: &Arc<dyn Coordinator>,
+    target: WatchTarget,
+    stop: &CancellationToken,
+) -> Option<WatchStream> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            w = coord.watch(target.clone(), WatchStart::Now) => match w {
+                Ok(w) => return Some(w),
+                Err(e) => {
+                    tracing::debug!(error = %e, "ring watch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Applies a claims-watch event to the owners table.
+fn apply_claims(owners: &mut [Option<(NodeId, FencingToken)>], event: WatchEvent) {
+    fn set(
+        owners: &mut [Option<(NodeId, FencingToken)>],
+        key: &Key,
+        value: Option<(NodeId, FencingToken)>,
+    ) {
+        if let Some(p) = partition_of_key(key)
+            && let Some(slot) = owners.get_mut(p as usize)
+        {
+            *slot = value;
+        }
+    }
+    match event {
+        WatchEvent::Snapshot { entries, .. } => {
+            owners.iter_mut().for_each(|o| *o = None);
+            for e in entries {
+                let claim = decode_claim(&e).map(|c| (c.owner, c.token));
+                set(owners, &e.key, claim);
+            }
+        }
+        WatchEvent::Put(e) => {
+            let claim = decode_claim(&e).map(|c| (c.owner, c.token));
+            set(owners, &e.key, claim);
+        }
+        WatchEvent::Delete { key, .. } => set(owners, &key, None),
+    }
+}
+
+/// Runs the ring of one app on this node until `stop` fires.
+pub(crate) async fn drive(
+    ctx: AppContext,
+    hooks: Arc<AppHooks>,
+    settings: RingSettings,
+    members: watch::Receiver<BTreeMap<NodeId, MemberInfo>>,
+    view_tx: watch::Sender<RingView>,
+    stop: CancellationToken,
+) {
+    let planner_stop = stop.child_token();
+    tokio::spawn(plan(
+        ctx.clone(),
+        settings.clone(),
+        members,
+        view_tx.subscribe(),
+        planner_stop.clone(),
+    ));
+    let mut node = RingNode {
+        ctx,
+        hooks,
+        settings,
+        view_tx,
+        owned: BTreeMap::new(),
+        handoffs: JoinSet::new(),
+        backoff_until: BTreeMap::new(),
+    };
+    node.run(&stop).await;
+    planner_stop.cancel();
+    node.shutdown().await;
+}
+
+struct RingNode {
+    ctx: AppContext,
+    hooks: Arc<AppHooks>,
+    settings: RingSettings,
+    view_tx: watch::Sender<RingView>,
+    owned: BTreeMap<u32, Owned>,
+    handoffs: JoinSet<u32>,
+    backoff_until: BTreeMap<u32, tokio::time::Instant>,
+}
+
+impl RingNode {
+    fn app(&self) -> String {
+        self.ctx.app().to_string()
+    }
+
+    async fn run(&mut self, stop: &CancellationToken) {
+        let coord = self.ctx.coordinator().clone();
+        let (Ok(claims_prefix), Ok(assignment_key)) =
+            (claims_prefix(&self.ctx), assignment_key(&self.ctx))
+        else {
+            return;
+        };
+        let sessions = self.ctx.shared.sessions.clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'outer: loop {
+            let Some(mut claims) =
+                open_watch(&coord, WatchTarget::Prefix(claims_prefix.clone()), stop).await
+            else {
+                break;
+            };
+            let Some(mut assignment) =
+                open_watch(&coord, WatchTarget::Key(assignment_key.clone()), stop).await
+            else {
+                break;
+            };
+            loop {
+                let session = self.ctx.shared.sessions.current();
+                tokio::select! {
+                    _ = stop.cancelled() => break 'outer,
+                    event = claims.next() => match event {
+                        Some(Ok(event)) => self.view_tx.send_modify(|v| apply_claims(&mut v.owners, event)),
+                        _ => continue 'outer,
+                    },
+                    event = assignment.next() => match event {
+                        Some(Ok(event)) => self.apply_assignment(event),
+                        _ => continue 'outer,
+                    },
+                    Some(done) = self.handoffs.join_next() => {
+                        if let Ok(p) = done {
+                            self.owned.remove(&p);
+                            self.view_tx.send_modify(|v| {
+                                v.mine.remove(&p);
+                                v.draining.remove(&p);
+                            });
+                        }
+                    }
+                    _ = async { match &session { Some(s) => { s.lost().await; } None => std::future::pending().await } } => {}
+                    _ = sessions.alive(), if session.is_none() => {}
+                    _ = tick.tick() => {}
+                }
+                self.reconcile().await;
+            }
+        }
+    }
+
+    fn apply_assignment(&mut self, event: WatchEvent) {
+        let value = match event {
+            WatchEvent::Snapshot { entries, .. } => entries.into_iter().next().map(|e| e.value),
+            WatchEvent::Put(e) => Some(e.value),
+            WatchEvent::Delete { .. } => None,
+        };
+        let record = value.and_then(|v| serde_json::from_slice::<AssignmentRecord>(&v).ok());
+        let partitions = self.settings.partitions as usize;
+        self.view_tx.send_modify(|view| match record {
+            Some(r) if r.owners.len() == partitions => {
+                view.target = r.owners;
+                view.version = r.version;
+            }
+            _ => {}
+        });
+    }
+
+    /// Drops every partition whose authority is gone: the session was lost or replaced, or the
+    /// store no longer shows our claim.
+    async fn drop_lost(&mut self) {
+        let session = self.ctx.shared.sessions.current();
+        let view = self.view_tx.borrow().clone();
+        let lost: Vec<u32> = self
+            .owned
+            .iter()
+            .filter(|(p, o)| {
+                let session_ok = session.as_ref().is_some_and(|s| s.lease() == &o.lease);
+                let store_ok = view
+                    .owners
+                    .get(**p as usize)
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|(n, t)| n == o.claim.owner && t == o.claim.token);
+                !(session_ok && store_ok) && !view.draining.contains(p)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in lost {
+            if let Some(owned) = self.owned.remove(&p) {
+                owned.cancel.cancel();
+                self.view_tx.send_modify(|v| {
+                    v.mine.remove(&p);
+                });
+                self.released(p, &owned, ReleaseReason::Lost).await;
+            }
+        }
+    }
+
+    async fn released(&self, p: u32, owned: &Owned, reason: ReleaseReason) {
+        let app = self.app();
+        metrics::counter!(metric_names::OWNERSHIP_CHANGES, "reason" => match reason {
+            ReleaseReason::Handoff => "handoff",
+            ReleaseReason::Lost => "lost",
+            ReleaseReason::Shutdown => "released",
+        })
+        .increment(1);
+        self.ctx.shared.audit.record(
+            AuditKind::PartitionReleased,
+            Some(&app),
+            Some(owned.claim.token.get()),
+            Some(p),
+            Some(format!("{reason:?}").to_lowercase()),
+        );
+        let rc = ReleaseContext {
+            app: self.ctx.clone(),
+            partition: PartitionId(p),
+            token: owned.claim.token,
+            reason,
+        };
+        let _ = run_optional(
+            &self.hooks.on_release,
+            &app,
+            "on_release",
+            rc,
+            self.settings.hook_timeout,
+        )
+        .await;
+        metrics::gauge!(metric_names::OWNED_PARTITIONS, "app" => app).set(self.owned.len() as f64);
+    }
+
+    async fn reconcile(&mut self) {
+        self.drop_lost().await;
+        let Some(session) = self.ctx.shared.sessions.current() else {
+            return;
+        };
+        let view = self.view_tx.borrow().clone();
+        let me = self.ctx.node().clone();
+        let now = tokio::time::Instant::now();
+        for p in 0..self.settings.partitions {
+            let target = view.target.get(p as usize).cloned().flatten();
+            let owner = view.owners.get(p as usize).cloned().flatten();
+            let mine = self.owned.contains_key(&p);
+            if target.as_ref() == Some(&me) {
+                let free = owner.is_none();
+                let backing_off = self.backoff_until.get(&p).is_some_and(|t| *t > now);
+                if !mine && free && !backing_off && session.is_alive() {
+                    self.claim(p, &session).await;
+                }
+            } else if mine && !view.draining.contains(&p) {
+                self.start_handoff(p);
+            }
+        }
+    }
+
+    async fn claim(&mut self, p: u32, session: &coord_client::Session) {
+        let Ok(key) = claim_key(&self.ctx, p) else {
+            return;
+        };
+        let claim = match self
+            .ctx
+            .coordinator()
+            .claim(&key, self.ctx.node(), session.lease())
+            .await
+        {
+            Ok(c) => c,
+            Err(CoordError::Conflict { .. }) => return,
+            Err(e) => {
+                tracing::debug!(partition = p, error = %e, "claim failed");
+                return;
+            }
+        };
+        let app = self.app();
+        let work_ns = namespace(
+            self.ctx.platform(),
+            Some(self.ctx.app()),
+            NamespaceKind::Work,
+        );
+        let work = PartitionWork::new(
+            self.ctx.coordinator().clone(),
+            work_ns,
+            PartitionId(p),
+            claim.fence(),
+        );
+        let cancel = CancellationToken::new();
+        let owned = Owned {
+            claim: claim.clone(),
+            lease: session.lease().clone(),
+            cancel: cancel.clone(),
+            work: work.clone(),
+        };
+        self.owned.insert(p, owned);
+        self.view_tx.send_modify(|v| {
+            v.mine.insert(p, claim.token);
+            if let Some(o) = v.owners.get_mut(p as usize) {
+                *o = Some((claim.owner.clone(), claim.token));
+            }
+        });
+        metrics::counter!(metric_names::OWNERSHIP_CHANGES, "reason" => "claimed").increment(1);
+        metrics::gauge!(metric_names::OWNED_PARTITIONS, "app" => app.clone())
+            .set(self.owned.len() as f64);
+        self.ctx.shared.audit.record(
+            AuditKind::PartitionOwned,
+            Some(&app),
+            Some(claim.token.get()),
+            Some(p),
+            None,
+        );
+        let oc = OwnContext {
+            app: self.ctx.clone(),
+            partition: PartitionId(p),
+            token: claim.token,
+            fence: claim.fence(),
+            cancel,
+            work,
+        };
+        if run_optional(
+            &self.hooks.on_own,
+            &app,
+            "on_own",
+            oc,
+            self.settings.hook_timeout,
+        )
+        .await
+        .is_err()
+        {
+            // A partition whose on_own failed is handed back rather than half-served.
+            self.backoff_until
+                .insert(p, tokio::time::Instant::now() + Duration::from_secs(2));
+            if let Some(owned) = self.owned.remove(&p) {
+                owned.cancel.cancel();
+                self.view_tx.send_modify(|v| {
+                    v.mine.remove(&p);
+                });
+                let _ = self.ctx.coordinator().release(&owned.claim).await;
+                self.released(p, &owned, ReleaseReason::Handoff).await;
+            }
+        }
+    }
+
+    /// Hands partition `p` off in the background: stop intake, drain, cancel, on_release, release.
+    fn start_handoff(&mut self, p: u32) {
+        let Some(owned) = self.owned.get(&p) else {
+            return;
+        };
+        self.view_tx.send_modify(|v| {
+            v.draining.insert(p);
+        });
+        let work = owned.work.clone();
+        let cancel = owned.cancel.clone();
+        let claim = owned.claim.clone();
+        let drain = self.settings.drain_timeout;
+        let ctx = self.ctx.clone();
+        let hooks = self.hooks.clone();
+        let hook_timeout = self.settings.hook_timeout;
+        self.handoffs.spawn(async move {
+            let app = ctx.app().to_string();
+            if !work.drain(drain).await {
+                tracing::warn!(app, partition = p, "drain timed out; unfinished items pass to the next owner");
+            }
+            cancel.cancel();
+            metrics::counter!(metric_names::OWNERSHIP_CHANGES, "reason" => "handoff").increment(1);
+            ctx.shared.audit.record(
+                AuditKind::PartitionReleased,
+                Some(&app),
+                Some(claim.token.get()),
+                Some(p),
+                Some("handoff".into()),
+            );
+            let rc = ReleaseContext {
+                app: ctx.clone(),
+                partition: PartitionId(p),
+                token: claim.token,
+                reason: ReleaseReason::Handoff,
+            };
+            let _ = run_optional(&hooks.on_release, &app, "on_release", rc, hook_timeout).await;
+            if let Err(e) = ctx.coordinator().release(&claim).await {
+                tracing::warn!(app, partition = p, error = %e, "release failed; the claim ends with the lease");
+            }
+            p
+        });
+    }
+
+    async fn shutdown(&mut self) {
+        self.handoffs.shutdown().await;
+        let owned = std::mem::take(&mut self.owned);
+        for (p, o) in owned {
+            o.cancel.cancel();
+            self.view_tx.send_modify(|v| {
+                v.mine.remove(&p);
+                v.draining.remove(&p);
+            });
+            o.work.drain(self.settings.drain_timeout).await;
+            let _ = self.ctx.coordinator().release(&o.claim).await;
+            self.released(p, &o, ReleaseReason::Shutdown).await;
+        }
+    }
+}
+
+/// The members that may own partitions of `app`, as the planner sees them.
+fn ring_members(app: &str, members: &BTreeMap<NodeId, MemberInfo>) -> Vec<Member> {
+    members
+        .values()
+        .filter(|m| {
+            m.metadata
+                .get(APPS_META)
+                .is_some_and(|apps| apps.split(',').any(|a| a == app))
+        })
+        .map(|m| {
+            if m.metadata.get(LEAVING_META).is_some_and(|v| v == "true") {
+                Member::leaving(m.node.clone())
+            } else {
+                let weight = m
+                    .metadata
+                    .get(&format!("weight.{app}"))
+                    .and_then(|w| w.parse().ok())
+                    .unwrap_or(1);
+                Member::active(m.node.clone(), weight)
+            }
+        })
+        .collect()
+}
+
+/// The next target: current owners, with the first wave of the plan applied.
+fn next_target(
+    planner: &RebalancePlanner,
+    owners: &[Option<(NodeId, FencingToken)>],
+    members: &[Member],
+) -> Option<Vec<Option<NodeId>>> {
+    let table = OwnershipTable::from_owners(owners.iter().map(|o| {
+        o.clone()
+            .map(|(node, token)| PartitionOwner { node, token })
+    }));
+    let plan = planner.plan(&table, members).ok()?;
+    let mut target: Vec<Option<NodeId>> =
+        owners.iter().map(|o| o.clone().map(|(n, _)| n)).collect();
+    if let Some(wave) = plan.waves().next() {
+        for m in wave {
+            if let Some(slot) = target.get_mut(m.partition.0 as usize) {
+                *slot = Some(m.to.clone());
+            }
+        }
+    }
+    Some(target)
+}
+
+/// The planner: while this node leads `ring-planner`, publish the next target on every change.
+async fn plan(
+    ctx: AppContext,
+    settings: RingSettings,
+    mut members: watch::Receiver<BTreeMap<NodeId, MemberInfo>>,
+    mut view: watch::Receiver<RingView>,
+    stop: CancellationToken,
+) {
+    let app = ctx.app().to_string();
+    let (Ok(key), Ok(target_key)) = (planner_key(&ctx), assignment_key(&ctx)) else {
+        return;
+    };
+    let Ok(planner) = RebalancePlanner::new(PlanConstraints {
+        max_concurrent_moves: settings.max_concurrent_moves.max(1),
+    }) else {
+        return;
+    };
+    loop {
+        let session = tokio::select! {
+            _ = stop.cancelled() => return,
+            s = ctx.shared.sessions.alive() => s,
+        };
+        let term = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = session.lost() => continue,
+            t = ctx.coordinator().campaign(&key, ctx.node().as_str(), session.lease()) => t,
+        };
+        let Ok(term) = term else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        tracing::debug!(app, token = %term.token, "ring planner elected");
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            if !session.is_alive() {
+                break;
+            }
+            let owners = view.borrow_and_update().owners.clone();
+            let eligible = ring_members(&app, &members.borrow_and_update());
+            if let Some(target) = next_target(&planner, &owners, &eligible)
+                && let Err(e) = publish(&ctx, &target_key, &term.fence(), target).await
+            {
+                tracing::debug!(app, error = %e, "publishing the assignment failed");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    let _ = ctx.coordinator().resign(&term).await;
+                    return;
+                }
+                _ = session.lost() => break,
+                _ = members.changed() => {}
+                _ = view.changed() => {}
+                _ = tick.tick() => {}
+            }
+        }
+    }
+}
+
+/// Writes the target if it changed, fenced by the planner's term (CAS where the backend has
+/// no fenced writes).
+async fn publish(
+    ctx: &AppContext,
+    key: &Key,
+    fence: &cluster_core::coordination::Fence,
+    owners: Vec<Option<NodeId>>,
+) -> Result<(), CoordError> {
+    let coord = ctx.coordinator();
+    let current = coord.get(key).await?;
+    let previous = current
+        .as_ref()
+        .and_then(|e| serde_json::from_slice::<AssignmentRecord>(&e.value).ok());
+    if previous.as_ref().is_some_and(|r| r.owners == owners) {
+        return Ok(());
+    }
+    let record = AssignmentRecord {
+        version: previous.map_or(1, |r| r.version + 1),
+        owners,
+    };
+    let value = serde_json::to_vec(&record).map_err(|e| CoordError::bad_request(e.to_string()))?;
+    if coord.capabilities().put_if_held {
+        coord.put_if_held(key, value, fence).await?;
+    } else {
+        let expect = current.map_or(Expect::Absent, |e| Expect::Revision(e.revision));
+        coord.put(key, value, expect, None).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! The node's current session, shared by every driver.
+//!
+//! The platform opens a session (a lease), registers the node under it, and publishes it here.
+//! When the session is lost the slot empties; drivers stop what the lease authorised and wait for
+//! the next session (with a new lease, re-registered) before campaigning or claiming again.
+
+use coord_client::Session;
+use tokio::sync::watch;
+
+/// The slot holding the node's live session, if any.
+#[derive(Clone)]
+pub(crate) struct SessionSlot {
+    tx: std::sync::Arc<watch::Sender<Option<Session>>>,
+}
+
+impl Default for SessionSlot {
+    fn default() -> Self {
+        SessionSlot {
+            tx: std::sync::Arc::new(watch::channel(None).0),
+        }
+    }
+}
+
+impl SessionSlot {
+    /// Publishes a new live session, or none.
+    pub(crate) fn set(&self, session: Option<Session>) {
+        self.tx.send_replace(session);
+    }
+
+    /// The session, if one is alive now.
+    pub(crate) fn current(&self) -> Option<Session> {
+        self.tx.borrow().clone().filter(Session::is_alive)
+    }
+
+    /// Waits for a live session.
+    pub(crate) async fn alive(&self) -> Session {
+        let mut rx = self.tx.subscribe();
+        loop {
+            if let Some(s) = rx.borrow_and_update().clone().filter(Session::is_alive) {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives as long as the platform; park if it is gone.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}

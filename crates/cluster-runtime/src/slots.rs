@@ -1,0 +1,232 @@
+//! Pool mode (every node active) and replicas mode (exactly n active, each on a fenced slot).
+//!
+//! Replicas: slot `i` is an ownership claim on `slot-{i}` in the app's claims namespace, bound to
+//! the node's lease. A node holds at most one slot; it claims the lowest free one, runs
+//! `on_active` with the slot's token, and waits on a watch of the slots when all are taken.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_core::coordination::{
+    CoordError, Key, KeyPrefix, OwnershipClaim, WatchEvent, WatchStart, WatchTarget,
+};
+use cluster_core::ids::FencingToken;
+use cluster_core::naming::{NamespaceKind, namespace};
+use coord_client::Session;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppHooks;
+use crate::context::{ActiveContext, AppContext};
+use crate::election::Role;
+use crate::hooks::run_optional;
+
+/// Pool mode: active whenever the node has a live session.
+pub(crate) async fn drive_pool(
+    ctx: AppContext,
+    hooks: Arc<AppHooks>,
+    timeout: Duration,
+    role_tx: watch::Sender<Role>,
+    stop: CancellationToken,
+) {
+    let app = ctx.app().to_string();
+    let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
+    role_tx.send_replace(Role::Passive);
+    loop {
+        let session = tokio::select! {
+            _ = stop.cancelled() => break,
+            s = ctx.shared.sessions.alive() => s,
+        };
+        let cancel = CancellationToken::new();
+        role_tx.send_replace(Role::Active {
+            token: FencingToken::ZERO,
+        });
+        let active = ActiveContext {
+            app: ctx.clone(),
+            token: FencingToken::ZERO,
+            fence: None,
+            cancel: cancel.clone(),
+            slot: None,
+        };
+        let ok = run_optional(&hooks.on_active, &app, "on_active", active, timeout)
+            .await
+            .is_ok();
+        let stopping = if ok {
+            tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = session.lost() => false,
+            }
+        } else {
+            stop.is_cancelled()
+        };
+        cancel.cancel();
+        role_tx.send_replace(Role::Passive);
+        let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
+        if stopping {
+            break;
+        }
+        if !ok {
+            // A failed on_active waits for the next session instead of spinning.
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = session.lost() => {}
+            }
+        }
+    }
+    role_tx.send_replace(Role::Stopped);
+}
+
+fn slot_key(ctx: &AppContext, slot: u32) -> Result<Key, CoordError> {
+    let ns = namespace(ctx.platform(), Some(ctx.app()), NamespaceKind::Claims);
+    Key::new(ns, format!("slot-{slot}"))
+}
+
+/// Claims the lowest free slot, or `None` if all are held.
+async fn claim_free_slot(
+    ctx: &AppContext,
+    slots: u32,
+    session: &Session,
+) -> Result<Option<(u32, OwnershipClaim)>, CoordError> {
+    for slot in 0..slots {
+        match ctx
+            .coordinator()
+            .claim(&slot_key(ctx, slot)?, ctx.node(), session.lease())
+            .await
+        {
+            Ok(claim) => return Ok(Some((slot, claim))),
+            Err(CoordError::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Waits until a watched key under `prefix` is deleted (a slot may be free), or `give_up` fires.
+async fn wait_for_delete(ctx: &AppContext, prefix: KeyPrefix, give_up: &Session) {
+    let Ok(mut watch) = ctx
+        .coordinator()
+        .watch(WatchTarget::Prefix(prefix), WatchStart::Now)
+        .await
+    else {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        return;
+    };
+    let _snapshot = watch.next().await;
+    loop {
+        tokio::select! {
+            _ = give_up.lost() => return,
+            event = watch.next() => match event {
+                Some(Ok(WatchEvent::Delete { .. })) | Some(Ok(WatchEvent::Snapshot { .. })) | None | Some(Err(_)) => return,
+                Some(Ok(WatchEvent::Put(_))) => {}
+            },
+        }
+    }
+}
+
+/// Resolves when the claim's key no longer holds this claim (deleted or taken over).
+async fn claim_gone(ctx: &AppContext, claim: &OwnershipClaim) {
+    let Ok(mut watch) = ctx
+        .coordinator()
+        .watch(WatchTarget::Key(claim.resource.clone()), WatchStart::Now)
+        .await
+    else {
+        return std::future::pending().await;
+    };
+    while let Some(event) = watch.next().await {
+        let gone = match event {
+            Ok(WatchEvent::Snapshot { entries, .. }) => {
+                !entries.iter().any(|e| e.revision.0 == claim.token.get())
+            }
+            Ok(WatchEvent::Delete { .. }) => true,
+            Ok(WatchEvent::Put(e)) => e.revision.0 != claim.token.get(),
+            Err(_) => false,
+        };
+        if gone {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Replicas mode: hold one of `slots` fenced slots and be active while holding it.
+pub(crate) async fn drive_replicas(
+    ctx: AppContext,
+    hooks: Arc<AppHooks>,
+    timeout: Duration,
+    slots: u32,
+    role_tx: watch::Sender<Role>,
+    stop: CancellationToken,
+) {
+    let app = ctx.app().to_string();
+    let prefix = KeyPrefix::all(namespace(
+        ctx.platform(),
+        Some(ctx.app()),
+        NamespaceKind::Claims,
+    ));
+    let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
+    role_tx.send_replace(Role::Passive);
+    loop {
+        let session = tokio::select! {
+            _ = stop.cancelled() => break,
+            s = ctx.shared.sessions.alive() => s,
+        };
+        let claimed = tokio::select! {
+            _ = stop.cancelled() => break,
+            c = claim_free_slot(&ctx, slots, &session) => c,
+        };
+        let (slot, claim) = match claimed {
+            Ok(Some(held)) => held,
+            Ok(None) => {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = wait_for_delete(&ctx, prefix.clone(), &session) => continue,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(app, error = %e, "slot claim failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        let cancel = CancellationToken::new();
+        role_tx.send_replace(Role::Active { token: claim.token });
+        let active = ActiveContext {
+            app: ctx.clone(),
+            token: claim.token,
+            fence: Some(claim.fence()),
+            cancel: cancel.clone(),
+            slot: Some(slot),
+        };
+        let ok = run_optional(&hooks.on_active, &app, "on_active", active, timeout)
+            .await
+            .is_ok();
+        let stopping = if ok {
+            tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = session.lost() => false,
+                _ = claim_gone(&ctx, &claim) => false,
+            }
+        } else {
+            stop.is_cancelled()
+        };
+        cancel.cancel();
+        role_tx.send_replace(Role::Passive);
+        if session.is_alive() {
+            let _ = ctx.coordinator().release(&claim).await;
+        }
+        let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
+        if stopping {
+            break;
+        }
+        if !ok {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+    role_tx.send_replace(Role::Stopped);
+}

@@ -1,0 +1,123 @@
+//! Fixtures for runtime tests: nodes on one in-memory store, and an ordered event log.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cluster_core::coordination::Coordinator;
+use cluster_core::time::MonoTime;
+use cluster_runtime::{App, AppHandle, Platform, RuntimeError};
+use coord_mem::MemCoordinator;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Short timings so tests move quickly; the order of events is what they check.
+pub(crate) const TTL: Duration = Duration::from_millis(1500);
+pub(crate) const MARGIN: Duration = Duration::from_millis(500);
+
+/// One entry of the shared log: who, what, with which token, when (monotonic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) node: String,
+    pub(crate) event: String,
+    pub(crate) token: u64,
+    pub(crate) at: MonoTime,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Log(Arc<Mutex<Vec<Entry>>>);
+
+impl Log {
+    pub(crate) fn push(&self, node: &str, event: &str, token: u64) {
+        self.0.lock().unwrap().push(Entry {
+            node: node.to_owned(),
+            event: event.to_owned(),
+            token,
+            at: coord_client::mono_now(),
+        });
+    }
+
+    pub(crate) fn entries(&self) -> Vec<Entry> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub(crate) fn events_of(&self, node: &str) -> Vec<String> {
+        self.entries()
+            .into_iter()
+            .filter(|e| e.node == node)
+            .map(|e| e.event)
+            .collect()
+    }
+
+    pub(crate) fn position(&self, node: &str, event: &str, token: u64) -> Option<usize> {
+        self.entries()
+            .iter()
+            .position(|e| e.node == node && e.event == event && e.token == token)
+    }
+}
+
+/// A running node: its platform, app handle, and a way to stop it gracefully.
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) platform: Platform,
+    pub(crate) app: AppHandle,
+    pub(crate) coord: MemCoordinator,
+    stop: Option<oneshot::Sender<()>>,
+    pub(crate) task: JoinHandle<Result<(), RuntimeError>>,
+}
+
+impl Node {
+    pub(crate) async fn stop(mut self) -> Result<(), RuntimeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.expect("platform task")
+    }
+}
+
+/// Starts node `name` on `store` (its own link) with `app`.
+pub(crate) async fn start_node(store: &MemCoordinator, name: &str, app: App) -> Node {
+    let coord = store
+        .connect()
+        .with_call_timeout(Duration::from_millis(300));
+    let platform = Platform::builder("test", name)
+        .coordinator(Arc::new(coord.clone()) as Arc<dyn Coordinator>)
+        .lease_ttl(TTL)
+        .lease_margin(MARGIN)
+        .hook_timeout(Duration::from_secs(2))
+        .shutdown_timeout(Duration::from_secs(10))
+        .drain_timeout(Duration::from_secs(2))
+        .build()
+        .expect("platform config");
+    let app = platform.register(app).expect("register");
+    let (tx, rx) = oneshot::channel::<()>();
+    let runner = platform.clone();
+    let task = tokio::spawn(async move {
+        runner
+            .run(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Node {
+        name: name.to_owned(),
+        platform,
+        app,
+        coord,
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// Polls `check` until it holds; the limit only bounds a hang.
+pub(crate) async fn eventually<F: FnMut() -> bool>(what: &str, limit: Duration, mut check: F) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
