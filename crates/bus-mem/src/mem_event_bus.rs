@@ -12,8 +12,10 @@ use cluster_core::event::BusAck;
 use cluster_core::event::BusError;
 use cluster_core::event::BusMessage;
 use cluster_core::event::BusOperation;
+use cluster_core::event::ConsumerPosition;
 use cluster_core::event::DeliveryStream;
 use cluster_core::event::EventBus;
+use cluster_core::event::StoredMessage;
 use cluster_core::event::StreamSpec;
 use cluster_core::event::SubscriptionSpec;
 use tokio::sync::Notify;
@@ -183,6 +185,47 @@ impl EventBus for MemEventBus {
             shared: self.shared.clone(),
             stream: spec.stream.clone(),
             consumer: spec.durable.clone(),
+        }))
+    }
+
+    async fn consumer_position(
+        &self,
+        stream: &str,
+        durable: &str,
+    ) -> Result<ConsumerPosition, BusError> {
+        self.check_up(BusOperation::Receive)?;
+        let streams = self.shared.lock();
+        let consumer = streams
+            .get(stream)
+            .and_then(|s| s.consumers.get(durable))
+            .ok_or_else(|| BusError::Refused {
+                operation: BusOperation::Receive,
+                code: 10014,
+                description: format!("consumer {durable} of stream {stream} not found"),
+            })?;
+        let delivered = consumer.next.saturating_sub(1);
+        // Everything below the lowest unacknowledged delivery is acknowledged.
+        let ack_floor = consumer
+            .pending
+            .keys()
+            .next()
+            .map_or(delivered, |lowest| lowest - 1);
+        Ok(ConsumerPosition {
+            ack_floor,
+            delivered,
+        })
+    }
+
+    async fn read(&self, stream: &str, sequence: u64) -> Result<Option<StoredMessage>, BusError> {
+        self.check_up(BusOperation::Receive)?;
+        let streams = self.shared.lock();
+        Ok(streams.get(stream).and_then(|s| {
+            let index = usize::try_from(sequence.checked_sub(1)?).ok()?;
+            s.messages.get(index).map(|m| StoredMessage {
+                subject: m.subject.clone(),
+                payload: m.payload.clone(),
+                sequence: m.sequence,
+            })
         }))
     }
 

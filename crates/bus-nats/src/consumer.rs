@@ -12,6 +12,13 @@
 //!
 //! A dead letter is published before the original is terminated; if the bus refuses the dead
 //! letter, the original is redelivered later instead. Nothing is dropped silently.
+//!
+//! Catch-up: deliveries outstanding when a consumer crashed (or that a broken pull lost in
+//! transit) come back only after their ack wait, behind newer messages. Applying the newer ones
+//! first would make the older ones look like duplicates and lose them. So before the first
+//! delivery after a start or a receive error, the consumer reads its outstanding range (ack
+//! floor to last delivered) straight from the stream and applies it in stream order; the late
+//! redeliveries are then duplicates.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -135,7 +142,7 @@ impl Drop for Consumer {
 
 /// What the transaction decided.
 enum Applied {
-    Applied,
+    Done,
     Duplicate,
     Stale(OrderMark),
     Held,
@@ -156,6 +163,7 @@ struct Worker {
 impl Worker {
     async fn run(self, mut deliveries: Box<dyn DeliveryStream>, cancel: CancellationToken) {
         let mut failures = 0u32;
+        let mut needs_catch_up = true;
         let mut last_prune = tokio::time::Instant::now();
         loop {
             let next = tokio::select! {
@@ -165,6 +173,7 @@ impl Worker {
             match next {
                 None => return,
                 Some(Err(e)) => {
+                    needs_catch_up = true;
                     failures += 1;
                     let wait = Duration::from_millis(100 * u64::from(failures.min(20)));
                     tracing::debug!(consumer = %self.config.name, error = %e, ?wait, "receive failed");
@@ -175,6 +184,9 @@ impl Worker {
                 }
                 Some(Ok(delivery)) => {
                     failures = 0;
+                    if needs_catch_up {
+                        needs_catch_up = !self.catch_up().await;
+                    }
                     self.metrics.lag.set(delivery.pending as f64);
                     self.process(delivery).await;
                     if last_prune.elapsed() > Duration::from_secs(3600) {
@@ -184,6 +196,76 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Applies the outstanding range in stream order; `false` if the bus could not be asked.
+    async fn catch_up(&self) -> bool {
+        const MAX_RANGE: u64 = 10_000;
+        let stream = self.config.stream.as_str();
+        let position = match self.bus.consumer_position(stream, &self.config.name).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(consumer = %self.config.name, error = %e, "catch-up postponed");
+                return false;
+            }
+        };
+        let first = position.ack_floor + 1;
+        let last = position.delivered.min(position.ack_floor + MAX_RANGE);
+        if position.delivered > last {
+            tracing::warn!(consumer = %self.config.name, ?position, "outstanding range too long; catching up on its start only");
+        }
+        let mut replayed = 0u32;
+        for sequence in first..=last {
+            let message = match self.bus.read(stream, sequence).await {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(consumer = %self.config.name, error = %e, "catch-up interrupted");
+                    return false;
+                }
+            };
+            if !self.config.filters.is_empty()
+                && !self
+                    .config
+                    .filters
+                    .iter()
+                    .any(|f| f.matches(&message.subject))
+            {
+                continue;
+            }
+            // Only keyed events that apply cleanly matter for order; everything else is left to
+            // its redelivery (dead letters, failures, duplicates).
+            let Ok(envelope) = Envelope::decode_from(&message.subject, &message.payload) else {
+                continue;
+            };
+            if envelope.ordering_key.is_none()
+                || self
+                    .registry
+                    .route(
+                        &envelope.event_type,
+                        envelope.schema_version.major,
+                        &envelope.payload,
+                    )
+                    .is_err()
+            {
+                continue;
+            }
+            match self.apply(envelope, sequence).await {
+                Ok((Applied::Done, _)) => {
+                    replayed += 1;
+                    self.metrics.applied.increment(1);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(consumer = %self.config.name, error = %e, "catch-up failed");
+                    return false;
+                }
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(consumer = %self.config.name, replayed, "caught up on outstanding deliveries");
+        }
+        true
     }
 
     async fn prune(&self) {
@@ -234,7 +316,7 @@ impl Worker {
             }
         };
         match applied {
-            Applied::Applied => {
+            Applied::Done => {
                 self.metrics.applied.increment(1);
                 self.settle(delivery.ack.ack().await);
             }
@@ -464,7 +546,7 @@ fn apply_in_tx(
                 None => store.record_seen(&tx, envelope.event_id)?,
             }
             tx.commit()?;
-            Ok(Applied::Applied)
+            Ok(Applied::Done)
         }
         Err(error) => {
             drop(tx);

@@ -13,8 +13,10 @@ use cluster_core::event::BusAck;
 use cluster_core::event::BusError;
 use cluster_core::event::BusMessage;
 use cluster_core::event::BusOperation;
+use cluster_core::event::ConsumerPosition;
 use cluster_core::event::DeliveryStream;
 use cluster_core::event::EventBus;
+use cluster_core::event::StoredMessage;
 use cluster_core::event::StreamSpec;
 use cluster_core::event::SubscriptionSpec;
 
@@ -184,6 +186,50 @@ impl EventBus for NatsEventBus {
             spec.max_ack_pending,
             self.config.call_timeout,
         )))
+    }
+
+    async fn consumer_position(
+        &self,
+        stream: &str,
+        durable: &str,
+    ) -> Result<ConsumerPosition, BusError> {
+        self.bounded(BusOperation::Receive, async {
+            let stream = self
+                .js
+                .get_stream(stream)
+                .await
+                .map_err(|e| nats_error::api_error(BusOperation::Receive, e))?;
+            let info = stream
+                .consumer_info(durable)
+                .await
+                .map_err(|e| nats_error::api_error(BusOperation::Receive, e))?;
+            Ok(ConsumerPosition {
+                ack_floor: info.ack_floor.stream_sequence,
+                delivered: info.delivered.stream_sequence,
+            })
+        })
+        .await
+    }
+
+    async fn read(&self, stream: &str, sequence: u64) -> Result<Option<StoredMessage>, BusError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind as K;
+        self.bounded(BusOperation::Receive, async {
+            let stream = self
+                .js
+                .get_stream(stream)
+                .await
+                .map_err(|e| nats_error::api_error(BusOperation::Receive, e))?;
+            match stream.get_raw_message(sequence).await {
+                Ok(m) => Ok(Some(StoredMessage {
+                    subject: m.subject.to_string(),
+                    payload: m.payload.to_vec(),
+                    sequence: m.sequence,
+                })),
+                Err(e) if matches!(e.kind(), K::NoMessageFound) => Ok(None),
+                Err(e) => Err(nats_error::api_error(BusOperation::Receive, e)),
+            }
+        })
+        .await
     }
 
     fn max_payload(&self) -> usize {

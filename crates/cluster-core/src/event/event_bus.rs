@@ -19,6 +19,11 @@
 //!   again with a higher `delivered` count, up to `max_deliver` deliveries; `term` stops
 //!   redelivery. Acknowledged messages are not delivered again to the same durable consumer,
 //!   including after it is resubscribed.
+//! - **Position.** [`EventBus::consumer_position`] tells a durable consumer's ack floor (every
+//!   stream sequence up to it is acknowledged) and the highest stream sequence delivered to it;
+//!   [`EventBus::read`] returns a stored message by sequence. After a crash, deliveries still
+//!   outstanding from the old instance come back only after their ack wait, behind newer
+//!   messages; a consumer that must keep order reads that range itself first.
 //! - **Errors.** An unreachable bus gives [`BusError::Unavailable`] within the adapter's call
 //!   timeout, never a hang; everything else is a non-retryable error naming what is wrong.
 //!   An `Unavailable` publish has an unknown outcome (the message may still be stored, as when
@@ -176,6 +181,26 @@ impl SubscriptionSpec {
     }
 }
 
+/// A durable consumer's progress through its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConsumerPosition {
+    /// Every stream sequence up to and including this one is acknowledged (0: none).
+    pub ack_floor: u64,
+    /// The highest stream sequence delivered so far (0: none).
+    pub delivered: u64,
+}
+
+/// A message read from a stream by sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Its subject.
+    pub subject: String,
+    /// Its bytes.
+    pub payload: Vec<u8>,
+    /// Its stream sequence.
+    pub sequence: u64,
+}
+
 /// How a delivery is settled.
 #[async_trait]
 pub trait DeliveryAck: Send + Sync {
@@ -237,6 +262,16 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// Creates or resumes the durable consumer `spec.durable` and streams its deliveries.
     async fn subscribe(&self, spec: &SubscriptionSpec)
     -> Result<Box<dyn DeliveryStream>, BusError>;
+
+    /// Where durable consumer `durable` of `stream` stands.
+    async fn consumer_position(
+        &self,
+        stream: &str,
+        durable: &str,
+    ) -> Result<ConsumerPosition, BusError>;
+
+    /// The message at `sequence` of `stream`; `None` if there is none (deleted or not yet).
+    async fn read(&self, stream: &str, sequence: u64) -> Result<Option<StoredMessage>, BusError>;
 
     /// The largest message the bus accepts, in bytes.
     fn max_payload(&self) -> usize;

@@ -38,8 +38,8 @@ pub use envelope::{
     SchemaVersionError,
 };
 pub use event_bus::{
-    BusAck, BusMessage, Delivery, DeliveryAck, DeliveryStream, EventBus, StreamSpec,
-    SubscriptionSpec,
+    BusAck, BusMessage, ConsumerPosition, Delivery, DeliveryAck, DeliveryStream, EventBus,
+    StoredMessage, StreamSpec, SubscriptionSpec,
 };
 pub use event_id::{EventId, EventIdError};
 pub use ordering::{

@@ -101,3 +101,58 @@ pub async fn durable_consumer_resumes_after_its_last_ack<H: BusHarness>(h: &mut 
         assert_eq!(d.payload, b"3");
     }
 }
+
+/// The position shows what is acknowledged and what was delivered; `read` returns stored
+/// messages by sequence, and nothing past the end.
+pub async fn position_and_read_show_outstanding_deliveries<H: BusHarness>(h: &mut H) {
+    let bus = h.bus().await;
+    let f = fixture(bus.as_ref()).await;
+    let mut acks = Vec::new();
+    for i in 0..4 {
+        let ack = bus
+            .publish(message(&f.subject("x"), &format!("m{i}"), &i.to_string()))
+            .await
+            .unwrap();
+        acks.push(ack.sequence);
+    }
+    let spec = SubscriptionSpec::new(&f.stream.name, "reader", vec![]);
+    let mut deliveries = bus.subscribe(&spec).await.unwrap();
+    {
+        tracing::info!("three delivered, only the first acknowledged");
+        let first = recv(&mut deliveries, "first", WAIT).await;
+        recv(&mut deliveries, "second", WAIT).await;
+        recv(&mut deliveries, "third", WAIT).await;
+        first.ack.ack().await.unwrap();
+    }
+    {
+        tracing::info!("the position: ack floor at the first, delivered at least the third");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let p = bus
+                .consumer_position(&f.stream.name, "reader")
+                .await
+                .unwrap();
+            if p.ack_floor == acks[0] && p.delivered >= acks[2] {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "position never showed it: {p:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    {
+        tracing::info!("read by sequence");
+        let second = bus.read(&f.stream.name, acks[1]).await.unwrap().unwrap();
+        assert_eq!(second.payload, b"1");
+        assert_eq!(second.subject, f.subject("x").as_str());
+        assert_eq!(second.sequence, acks[1]);
+        assert!(
+            bus.read(&f.stream.name, acks[3] + 100)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
