@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod consul;
 pub mod coordination;
 pub mod etcd;
 pub mod event_bus;
@@ -31,6 +32,7 @@ pub mod server;
 pub mod slot;
 pub mod tools;
 
+pub use consul::{ConsulOptions, ConsulServer};
 pub use etcd::{EtcdCluster, EtcdServer};
 pub use fault_proxy::{FaultProxy, Mode};
 pub use nats::{NatsCluster, NatsOptions, NatsServer};
