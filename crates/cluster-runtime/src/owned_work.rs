@@ -202,15 +202,21 @@ impl PartitionWork {
     }
 
     /// Completes an item. Refused by the store (`StaleToken`) if this node no longer owns the
-    /// partition, so a late completion from a former owner never lands.
+    /// partition, so a late completion from a former owner never lands, even if the new owner
+    /// has finished and removed the item meanwhile.
     pub async fn complete(&self, id: &str) -> Result<(), WorkError> {
         let result = async {
-            let (mut item, _) = self.read(id).await?.ok_or_else(|| WorkError::Unknown {
-                partition: self.partition,
+            let existing = self.read(id).await?;
+            let mut item = existing.clone().map(|(item, _)| item).unwrap_or(WorkItem {
                 id: id.to_owned(),
-            })?;
+                state: WorkState::Done,
+                payload: String::new(),
+                token: 0,
+                attempts: 0,
+            });
             item.state = WorkState::Done;
             item.token = self.fence.token.get();
+            // The fenced write comes first: it is what refuses a former owner.
             self.write(&item).await?;
             // The record is terminal now; deleting it only needs it not to have moved since.
             if let Some((_, revision)) = self.read(id).await? {
@@ -219,7 +225,13 @@ impl PartitionWork {
                     .delete(&self.key(id)?, Expect::Revision(revision))
                     .await;
             }
-            Ok(())
+            match existing {
+                Some(_) => Ok(()),
+                None => Err(WorkError::Unknown {
+                    partition: self.partition,
+                    id: id.to_owned(),
+                }),
+            }
         }
         .await;
         self.finished_one();

@@ -211,7 +211,7 @@ pub(crate) struct RegisteredApp {
     pub(crate) election: ElectionHandle,
     pub(crate) step_down_rx: Mutex<Option<mpsc::Receiver<tokio::sync::oneshot::Sender<()>>>>,
     pub(crate) leader_tx: watch::Sender<Option<cluster_core::coordination::LeaderInfo>>,
-    pub(crate) ring: Option<(watch::Sender<ring::RingView>, RingHandle)>,
+    pub(crate) ring: Option<(ring::RingPublisher, RingHandle)>,
     pub(crate) settled: watch::Sender<bool>,
 }
 
@@ -853,7 +853,7 @@ impl Platform {
                 .await
             }
             AppMode::Ring { partitions } => {
-                if let Some((view_tx, _)) = &app.ring {
+                if let Some((publisher, _)) = &app.ring {
                     let settings = RingSettings {
                         partitions,
                         hook_timeout: timeout,
@@ -866,7 +866,7 @@ impl Platform {
                         hooks.clone(),
                         settings,
                         inner.members.subscribe(),
-                        view_tx.clone(),
+                        publisher.clone(),
                         stop.clone(),
                     )
                     .await;

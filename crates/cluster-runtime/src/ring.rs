@@ -98,7 +98,11 @@ pub struct RingHandle {
     node: NodeId,
     partitions: u32,
     pub(crate) view: watch::Receiver<RingView>,
+    works: Works,
 }
+
+/// The work handles of the partitions a node owns, shared by the driver and the handle.
+type Works = Arc<std::sync::Mutex<BTreeMap<u32, PartitionWork>>>;
 
 impl std::fmt::Debug for RingHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,6 +152,18 @@ impl RingHandle {
             .iter()
             .map(|(p, t)| (PartitionId(*p), *t))
             .collect()
+    }
+
+    /// The durable work queue of partition `p`, while this node owns it and takes new work.
+    pub fn work(&self, p: PartitionId) -> Option<PartitionWork> {
+        if self.view.borrow().draining.contains(&p.0) {
+            return None;
+        }
+        self.works
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.0)
+            .cloned()
     }
 
     /// The whole view.
@@ -233,15 +249,27 @@ struct Owned {
     work: PartitionWork,
 }
 
-/// Creates the handle and the channel the driver publishes on.
-pub(crate) fn channel(node: NodeId, partitions: u32) -> (watch::Sender<RingView>, RingHandle) {
+/// What the driver publishes to its handles.
+#[derive(Clone)]
+pub(crate) struct RingPublisher {
+    pub(crate) view: watch::Sender<RingView>,
+    works: Works,
+}
+
+/// Creates the handle and the publisher the driver writes to.
+pub(crate) fn channel(node: NodeId, partitions: u32) -> (RingPublisher, RingHandle) {
     let (tx, rx) = watch::channel(RingView::empty(partitions));
+    let works = Works::default();
     (
-        tx,
+        RingPublisher {
+            view: tx,
+            works: works.clone(),
+        },
         RingHandle {
             node,
             partitions,
             view: rx,
+            works,
         },
     )
 }
@@ -300,7 +328,7 @@ pub(crate) async fn drive(
     hooks: Arc<AppHooks>,
     settings: RingSettings,
     members: watch::Receiver<BTreeMap<NodeId, MemberInfo>>,
-    view_tx: watch::Sender<RingView>,
+    publisher: RingPublisher,
     stop: CancellationToken,
 ) {
     let planner_stop = stop.child_token();
@@ -308,14 +336,15 @@ pub(crate) async fn drive(
         ctx.clone(),
         settings.clone(),
         members,
-        view_tx.subscribe(),
+        publisher.view.subscribe(),
         planner_stop.clone(),
     ));
     let mut node = RingNode {
         ctx,
         hooks,
         settings,
-        view_tx,
+        view_tx: publisher.view,
+        works: publisher.works,
         owned: BTreeMap::new(),
         handoffs: JoinSet::new(),
         backoff_until: BTreeMap::new(),
@@ -330,6 +359,7 @@ struct RingNode {
     hooks: Arc<AppHooks>,
     settings: RingSettings,
     view_tx: watch::Sender<RingView>,
+    works: Works,
     owned: BTreeMap<u32, Owned>,
     handoffs: JoinSet<u32>,
     backoff_until: BTreeMap<u32, tokio::time::Instant>,
@@ -338,6 +368,18 @@ struct RingNode {
 impl RingNode {
     fn app(&self) -> String {
         self.ctx.app().to_string()
+    }
+
+    fn set_work(&self, p: u32, work: Option<PartitionWork>) {
+        let mut works = self.works.lock().unwrap_or_else(|e| e.into_inner());
+        match work {
+            Some(w) => {
+                works.insert(p, w);
+            }
+            None => {
+                works.remove(&p);
+            }
+        }
     }
 
     async fn run(&mut self, stop: &CancellationToken) {
@@ -376,6 +418,7 @@ impl RingNode {
                     Some(done) = self.handoffs.join_next() => {
                         if let Ok(p) = done {
                             self.owned.remove(&p);
+                            self.set_work(p, None);
                             self.view_tx.send_modify(|v| {
                                 v.mine.remove(&p);
                                 v.draining.remove(&p);
@@ -424,12 +467,14 @@ impl RingNode {
                     .cloned()
                     .flatten()
                     .is_some_and(|(n, t)| n == o.claim.owner && t == o.claim.token);
-                !(session_ok && store_ok) && !view.draining.contains(p)
+                let still_held = session_ok && store_ok;
+                !still_held && !view.draining.contains(p)
             })
             .map(|(p, _)| *p)
             .collect();
         for p in lost {
             if let Some(owned) = self.owned.remove(&p) {
+                self.set_work(p, None);
                 owned.cancel.cancel();
                 self.view_tx.send_modify(|v| {
                     v.mine.remove(&p);
@@ -532,6 +577,7 @@ impl RingNode {
             work: work.clone(),
         };
         self.owned.insert(p, owned);
+        self.set_work(p, Some(work.clone()));
         self.view_tx.send_modify(|v| {
             v.mine.insert(p, claim.token);
             if let Some(o) = v.owners.get_mut(p as usize) {
@@ -570,6 +616,7 @@ impl RingNode {
             self.backoff_until
                 .insert(p, tokio::time::Instant::now() + Duration::from_secs(2));
             if let Some(owned) = self.owned.remove(&p) {
+                self.set_work(p, None);
                 owned.cancel.cancel();
                 self.view_tx.send_modify(|v| {
                     v.mine.remove(&p);
@@ -627,6 +674,7 @@ impl RingNode {
         self.handoffs.shutdown().await;
         let owned = std::mem::take(&mut self.owned);
         for (p, o) in owned {
+            self.set_work(p, None);
             o.cancel.cancel();
             self.view_tx.send_modify(|v| {
                 v.mine.remove(&p);
