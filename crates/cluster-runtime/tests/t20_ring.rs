@@ -14,17 +14,15 @@ use coord_mem::{LinkMode, MemCoordinator};
 
 const PARTITIONS: u32 = 12;
 
+/// Every run of a work item: (partition, item id, token).
+type Runs = Arc<Mutex<Vec<(u32, String, u64)>>>;
+
 /// Per (partition, token): the cancellation token of that ownership, to check no overlap.
 type Owners = Arc<Mutex<BTreeMap<u32, Vec<(u64, tokio_util::sync::CancellationToken)>>>>;
 
 /// A ring app that, on taking a partition, checks every earlier owner was cancelled, then runs
 /// the partition's unfinished work once and records it.
-fn ring_app(
-    log: &Log,
-    node: &str,
-    owners: &Owners,
-    ran: &Arc<Mutex<Vec<(u32, String, u64)>>>,
-) -> App {
+fn ring_app(log: &Log, node: &str, owners: &Owners, ran: &Runs) -> App {
     let (l1, l2) = (log.clone(), log.clone());
     let (n1, n2) = (node.to_owned(), node.to_owned());
     let (owners, ran) = (owners.clone(), ran.clone());
@@ -124,7 +122,7 @@ async fn ring_rebalances_on_join_and_graceful_leave_and_hands_work_over() {
     let store = MemCoordinator::new();
     let log = Log::default();
     let owners = Owners::default();
-    let ran = Arc::new(Mutex::new(Vec::new()));
+    let ran = Runs::default();
     let mut nodes = Vec::new();
     for name in ["n1", "n2", "n3"] {
         nodes.push(start_node(&store, name, ring_app(&log, name, &owners, &ran)).await);
@@ -194,7 +192,7 @@ async fn work_is_handed_over_on_failure_and_rerun_once_and_stale_completions_ref
     let store = MemCoordinator::new();
     let log = Log::default();
     let owners = Owners::default();
-    let ran = Arc::new(Mutex::new(Vec::new()));
+    let ran = Runs::default();
     let a = start_node(&store, "a", ring_app(&log, "a", &owners, &ran)).await;
     let b = start_node(&store, "b", ring_app(&log, "b", &owners, &ran)).await;
     eventually("ring settled over 2 nodes", Duration::from_secs(20), || {
