@@ -3,9 +3,13 @@
 //! - `deps`: find or install the servers and tools the tests need (idempotent).
 //! - `test`: `deps`, then fmt, clippy and the whole test suite; fails if a server outlives it.
 //! - `demo`: the main job, shown end to end on real servers.
+//! - `schema-check OLD NEW`: backward and forward compatibility of event schemas.
+//! - `bench TARGET`: benchmarks on real servers against a peer in the same run (`bus`).
 
+mod bench;
 mod demo;
 mod deps;
+mod schema_check;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +48,20 @@ enum Command {
         #[arg(long)]
         hold: bool,
     },
+    /// Report backward and forward compatibility between two event schema registries.
+    ///
+    /// Fails when a schema changed incompatibly within a major version.
+    SchemaCheck {
+        /// The registry in use (JSON, `cluster_core::event::SchemaRegistry` format).
+        old: std::path::PathBuf,
+        /// The proposed registry.
+        new: std::path::PathBuf,
+    },
+    /// Run a benchmark on real servers against a peer in the same run (targets: bus).
+    Bench {
+        /// What to benchmark.
+        target: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,5 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Deps => deps::run().map(|_| ()),
         Command::Test { no_lint, args } => test::run(no_lint, &args),
         Command::Demo { hold } => demo::run(hold),
+        Command::SchemaCheck { old, new } => schema_check::run(&old, &new),
+        Command::Bench { target } => bench::run(&target),
     }
 }

@@ -41,6 +41,7 @@ use cluster_core::event::SchemaRegistry;
 use cluster_core::event::SubscriptionSpec;
 use cluster_core::event::decide;
 use cluster_core::event::decide_unkeyed;
+use futures::FutureExt;
 use rusqlite::Connection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +71,9 @@ pub enum ConsumerError {
     #[error("subscribing: {0}")]
     Bus(#[from] BusError),
 }
+
+/// The most deliveries applied in one transaction.
+const MAX_BATCH: usize = 64;
 
 /// A running consumer. Dropping it stops it.
 #[derive(Debug)]
@@ -187,8 +191,22 @@ impl Worker {
                     if needs_catch_up {
                         needs_catch_up = !self.catch_up().await;
                     }
-                    self.metrics.lag.set(delivery.pending as f64);
-                    self.process(delivery).await;
+                    // Take what is already here too: one transaction (one fsync) for the lot.
+                    let mut batch = vec![delivery];
+                    while batch.len() < MAX_BATCH {
+                        match deliveries.next().now_or_never() {
+                            Some(Some(Ok(d))) => batch.push(d),
+                            Some(Some(Err(_))) => {
+                                needs_catch_up = true;
+                                break;
+                            }
+                            Some(None) | None => break,
+                        }
+                    }
+                    if let Some(last) = batch.last() {
+                        self.metrics.lag.set(last.pending as f64);
+                    }
+                    self.process(batch).await;
                     if last_prune.elapsed() > Duration::from_secs(3600) {
                         last_prune = tokio::time::Instant::now();
                         self.prune().await;
@@ -250,8 +268,12 @@ impl Worker {
             {
                 continue;
             }
-            match self.apply(envelope, sequence).await {
-                Ok((Applied::Done, _)) => {
+            match self
+                .apply(vec![(envelope, sequence)])
+                .await
+                .map(|mut o| o.pop())
+            {
+                Ok(Some((Applied::Done, _))) => {
                     replayed += 1;
                     self.metrics.applied.increment(1);
                 }
@@ -281,40 +303,60 @@ impl Worker {
         .await;
     }
 
-    async fn process(&self, delivery: Delivery) {
-        let envelope = match Envelope::decode_from(&delivery.subject, &delivery.payload) {
-            Ok(e) => e,
-            Err(e) => {
-                let detail = e.to_string();
-                self.dead_letter(&delivery, DeadLetterReason::Malformed, detail, None)
-                    .await;
-                return;
-            }
-        };
-        if let Err(e) = self.registry.route(
-            &envelope.event_type,
-            envelope.schema_version.major,
-            &envelope.payload,
-        ) {
-            let reason = match e {
-                RouteError::UnknownMajor { .. } => DeadLetterReason::UnknownMajor,
-                RouteError::UnknownType { .. } => DeadLetterReason::UnknownType,
-                _ => DeadLetterReason::SchemaInvalid,
+    async fn process(&self, batch: Vec<Delivery>) {
+        let mut good = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            let envelope = match Envelope::decode_from(&delivery.subject, &delivery.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    let detail = e.to_string();
+                    self.dead_letter(&delivery, DeadLetterReason::Malformed, detail, None)
+                        .await;
+                    continue;
+                }
             };
-            self.dead_letter(&delivery, reason, e.to_string(), Some(envelope))
-                .await;
+            if let Err(e) = self.registry.route(
+                &envelope.event_type,
+                envelope.schema_version.major,
+                &envelope.payload,
+            ) {
+                let reason = match e {
+                    RouteError::UnknownMajor { .. } => DeadLetterReason::UnknownMajor,
+                    RouteError::UnknownType { .. } => DeadLetterReason::UnknownType,
+                    _ => DeadLetterReason::SchemaInvalid,
+                };
+                self.dead_letter(&delivery, reason, e.to_string(), Some(envelope))
+                    .await;
+                continue;
+            }
+            good.push((delivery, envelope));
+        }
+        if good.is_empty() {
             return;
         }
-        let (applied, envelope) = match self.apply(envelope, delivery.stream_sequence).await {
+        let (deliveries, envelopes): (Vec<Delivery>, Vec<Envelope>) = good.into_iter().unzip();
+        let items = envelopes
+            .into_iter()
+            .zip(deliveries.iter().map(|d| d.stream_sequence))
+            .collect();
+        let outcomes = match self.apply(items).await {
             Ok(r) => r,
             Err(e) => {
-                // The database failed, not the event: try again later.
+                // The database failed, not the events: try them again later.
                 tracing::error!(consumer = %self.config.name, error = %e, "consumer database failed");
-                self.retry(&delivery, self.config.retry.delay(delivery.delivered))
-                    .await;
+                for delivery in &deliveries {
+                    self.retry(delivery, self.config.retry.delay(delivery.delivered))
+                        .await;
+                }
                 return;
             }
         };
+        for (delivery, (applied, envelope)) in deliveries.into_iter().zip(outcomes) {
+            self.settle_outcome(delivery, applied, envelope).await;
+        }
+    }
+
+    async fn settle_outcome(&self, delivery: Delivery, applied: Applied, envelope: Envelope) {
         match applied {
             Applied::Done => {
                 self.metrics.applied.increment(1);
@@ -392,29 +434,24 @@ impl Worker {
         self.settle(delivery.ack.nak(delay).await);
     }
 
-    /// Runs decide + handler + record in one transaction on a blocking thread.
+    /// Runs decide + handler + record for each event, all in one transaction on a blocking
+    /// thread; returns each event's outcome, in order.
     async fn apply(
         &self,
-        envelope: Envelope,
-        stream_sequence: u64,
-    ) -> Result<(Applied, Envelope), ApplyFailed> {
+        items: Vec<(Envelope, u64)>,
+    ) -> Result<Vec<(Applied, Envelope)>, ApplyFailed> {
         let conn = self.conn.clone();
         let store = self.store.clone();
         let handler = self.handler.clone();
         let shadow = self.config.shadow;
         let joined = tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let applied = apply_in_tx(
-                &mut conn,
-                &store,
-                handler.as_ref(),
-                &envelope,
-                stream_sequence,
-                shadow,
-            );
-            applied
-                .map(|a| (a, envelope))
-                .map_err(ApplyFailed::Database)
+            let outcomes = apply_in_tx(&mut conn, &store, handler.as_ref(), &items, shadow)
+                .map_err(ApplyFailed::Database)?;
+            Ok(outcomes
+                .into_iter()
+                .zip(items.into_iter().map(|(e, _)| e))
+                .collect())
         })
         .await;
         joined.unwrap_or(Err(ApplyFailed::Stopped))
@@ -506,56 +543,78 @@ fn apply_in_tx(
     conn: &mut Connection,
     store: &ConsumerStore,
     handler: &dyn EventHandler,
-    envelope: &Envelope,
-    stream_sequence: u64,
+    items: &[(Envelope, u64)],
     shadow: bool,
-) -> Result<Applied, rusqlite::Error> {
+) -> Result<Vec<Applied>, rusqlite::Error> {
     let tx = conn.transaction()?;
-    let mark = OrderMark::new(envelope.epoch, envelope.sequence);
-    let decision = match &envelope.ordering_key {
-        Some(key) => {
-            let record = store.key_record(&tx, key)?;
-            decide(
-                &record,
-                &EventPosition {
-                    mark,
-                    stream_sequence,
-                },
-            )
+    let mut outcomes = Vec::with_capacity(items.len());
+    for (envelope, stream_sequence) in items {
+        let stream_sequence = *stream_sequence;
+        let mark = OrderMark::new(envelope.epoch, envelope.sequence);
+        // Reads see the writes of earlier events of the batch: same transaction.
+        let decision = match &envelope.ordering_key {
+            Some(key) => {
+                let record = store.key_record(&tx, key)?;
+                decide(
+                    &record,
+                    &EventPosition {
+                        mark,
+                        stream_sequence,
+                    },
+                )
+            }
+            None => decide_unkeyed(store.was_seen(&tx, envelope.event_id)?),
+        };
+        match decision {
+            ApplyDecision::Duplicate => {
+                outcomes.push(Applied::Duplicate);
+                continue;
+            }
+            ApplyDecision::StaleEpoch { applied } => {
+                outcomes.push(Applied::Stale(applied));
+                continue;
+            }
+            ApplyDecision::HeldBehind { .. } => {
+                outcomes.push(Applied::Held);
+                continue;
+            }
+            ApplyDecision::Apply => {}
         }
-        None => decide_unkeyed(store.was_seen(&tx, envelope.event_id)?),
-    };
-    match decision {
-        ApplyDecision::Duplicate => return Ok(Applied::Duplicate),
-        ApplyDecision::StaleEpoch { applied } => return Ok(Applied::Stale(applied)),
-        ApplyDecision::HeldBehind { .. } => return Ok(Applied::Held),
-        ApplyDecision::Apply => {}
-    }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handler.handle(&tx, envelope)
-    }))
-    .unwrap_or_else(|_| Err(HandlerError::new(HandlerPanicked)));
-    match outcome {
-        Ok(()) if shadow => Ok(Applied::Shadow), // dropping tx rolls back
-        Ok(()) => {
-            match &envelope.ordering_key {
-                Some(key) => {
-                    store.record_applied(&tx, key, mark)?;
-                    store.release(&tx, key, stream_sequence)?;
+        // A savepoint per event: a failing handler undoes only its own writes.
+        tx.execute_batch("SAVEPOINT bus_event")?;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handler.handle(&tx, envelope)
+        }))
+        .unwrap_or_else(|_| Err(HandlerError::new(HandlerPanicked)));
+        match outcome {
+            Ok(()) if shadow => {
+                tx.execute_batch("ROLLBACK TO bus_event; RELEASE bus_event")?;
+                outcomes.push(Applied::Shadow);
+            }
+            Ok(()) => {
+                match &envelope.ordering_key {
+                    Some(key) => {
+                        store.record_applied(&tx, key, mark)?;
+                        store.release(&tx, key, stream_sequence)?;
+                    }
+                    None => store.record_seen(&tx, envelope.event_id)?,
                 }
-                None => store.record_seen(&tx, envelope.event_id)?,
+                tx.execute_batch("RELEASE bus_event")?;
+                outcomes.push(Applied::Done);
             }
-            tx.commit()?;
-            Ok(Applied::Done)
-        }
-        Err(error) => {
-            drop(tx);
-            if let (Some(key), false) = (&envelope.ordering_key, shadow) {
-                let tx = conn.transaction()?;
-                store.hold(&tx, key, stream_sequence)?;
-                tx.commit()?;
+            Err(error) => {
+                tx.execute_batch("ROLLBACK TO bus_event; RELEASE bus_event")?;
+                if let (Some(key), false) = (&envelope.ordering_key, shadow) {
+                    store.hold(&tx, key, stream_sequence)?;
+                }
+                outcomes.push(Applied::Failed(error));
             }
-            Ok(Applied::Failed(error))
         }
     }
+    if shadow {
+        drop(tx); // read-only: roll back everything
+    } else {
+        tx.commit()?;
+    }
+    Ok(outcomes)
 }
