@@ -103,6 +103,10 @@ async fn forward(
     loop {
         let index = coord.current.load(std::sync::atomic::Ordering::Relaxed) % coord.clients.len();
         let mut client = coord.clients[index].watch_client();
+        // Events below the revision this stream starts at were delivered by an earlier stream.
+        // Several events may share one revision (a transaction, a lease expiring with many
+        // keys): every one of them is delivered.
+        let from = next;
         let opened = tokio::select! {
             _ = tx.closed() => return,
             opened = tokio::time::timeout(
@@ -155,7 +159,7 @@ async fn forward(
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
                 let at = revision(kv.mod_revision());
-                if at < next {
+                if at < from {
                     continue;
                 }
                 let item = match event.event_type() {

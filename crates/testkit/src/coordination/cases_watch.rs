@@ -214,3 +214,51 @@ pub async fn watch_survives_store_restart<H: CoordHarness>(h: &mut H) {
         }
     }
 }
+
+/// When a lease with several keys ends, a prefix watch gets a delete for every key, even though
+/// the store may delete them all at one revision.
+pub async fn watch_sees_every_delete_of_one_expiry<H: CoordHarness>(h: &mut H) {
+    let coord = h.client().await;
+    let timing = h.timing();
+    let ns = fresh_namespace(NamespaceKind::Kv);
+    let lease = coord.grant_lease(timing.ttl).await.unwrap();
+    for i in 0..8 {
+        coord
+            .put(
+                &key(&ns, &format!("k{i}")),
+                vec![i],
+                Expect::Any,
+                Some(&lease.id),
+            )
+            .await
+            .unwrap();
+    }
+    let mut watch = coord
+        .watch(
+            WatchTarget::Prefix(KeyPrefix::all(ns.clone())),
+            WatchStart::Now,
+        )
+        .await
+        .unwrap();
+    let mut present: std::collections::BTreeSet<String> =
+        match next(&mut watch, timing.call_timeout * 5).await {
+            WatchEvent::Snapshot { entries, .. } => {
+                entries.iter().map(|e| e.key.name().to_owned()).collect()
+            }
+            other => panic!("expected a snapshot, got {other:?}"),
+        };
+    assert_eq!(present.len(), 8);
+    tracing::info!("revoke the lease: all eight keys go at once");
+    coord.revoke_lease(&lease.id).await.unwrap();
+    while !present.is_empty() {
+        match next(&mut watch, timing.max_expiry()).await {
+            WatchEvent::Delete { key, .. } => {
+                present.remove(key.name());
+            }
+            WatchEvent::Snapshot { entries, .. } => {
+                present = entries.iter().map(|e| e.key.name().to_owned()).collect();
+            }
+            WatchEvent::Put(e) => panic!("unexpected put {e:?}"),
+        }
+    }
+}

@@ -48,6 +48,7 @@ macro_rules! coordination_contract_suite {
             watch_snapshot_then_changes_in_order,
             watch_full_history_and_compaction,
             watch_survives_store_restart,
+            watch_sees_every_delete_of_one_expiry,
             election_resign_hands_over_with_larger_token,
             election_killed_holder_replaced_with_larger_token,
             election_blackholed_holder_loses_before_successor_leads,
