@@ -345,6 +345,11 @@ impl Platform {
         self.inner.state.subscribe()
     }
 
+    /// The last moment this node may act on its current session, if it has a live one.
+    pub fn session_deadline(&self) -> Option<cluster_core::time::MonoTime> {
+        self.inner.sessions.current().and_then(|s| s.safe_until())
+    }
+
     /// The live members this node sees.
     pub fn members(&self) -> BTreeMap<NodeId, MemberInfo> {
         self.inner.members.borrow().clone()
@@ -943,6 +948,8 @@ impl Platform {
                     "partitions": ring.as_ref().map(|r| r.mine.iter().map(|(p, t)| (p.to_string(), t.get())).collect::<HashMap<_, _>>()),
                     "draining": ring.as_ref().map(|r| r.draining.iter().copied().collect::<Vec<_>>()),
                     "assignment_version": ring.as_ref().map(|r| r.version),
+                    "targeted_here": ring.as_ref().map(|r| r.target.iter().filter(|t| t.as_ref() == Some(&self.inner.node)).count()),
+                    "unclaimed": ring.as_ref().map(|r| r.owners.iter().filter(|o| o.is_none()).count()),
                 })
             })
             .collect()

@@ -293,32 +293,43 @@ async fn open_watch(
     }
 }
 
-/// Applies a claims-watch event to the owners table.
+/// Applies a claims-watch event to the owners table, never going back in revision: a claim
+/// this node made (and recorded at once) is newer than a snapshot taken before it, and a delete
+/// of an older claim does not erase a newer one.
 fn apply_claims(owners: &mut [Option<(NodeId, FencingToken)>], event: WatchEvent) {
-    fn set(
-        owners: &mut [Option<(NodeId, FencingToken)>],
-        key: &Key,
-        value: Option<(NodeId, FencingToken)>,
-    ) {
-        if let Some(p) = partition_of_key(key)
-            && let Some(slot) = owners.get_mut(p as usize)
-        {
-            *slot = value;
-        }
+    fn newer(current: &Option<(NodeId, FencingToken)>, revision: u64) -> bool {
+        current.as_ref().is_some_and(|(_, t)| t.get() > revision)
     }
     match event {
-        WatchEvent::Snapshot { entries, .. } => {
-            owners.iter_mut().for_each(|o| *o = None);
+        WatchEvent::Snapshot { entries, revision } => {
+            let mut seen: BTreeMap<u32, (NodeId, FencingToken)> = BTreeMap::new();
             for e in entries {
-                let claim = decode_claim(&e).map(|c| (c.owner, c.token));
-                set(owners, &e.key, claim);
+                if let (Some(p), Some(c)) = (partition_of_key(&e.key), decode_claim(&e)) {
+                    seen.insert(p, (c.owner, c.token));
+                }
+            }
+            for (p, slot) in owners.iter_mut().enumerate() {
+                if !newer(slot, revision.0) {
+                    *slot = seen.remove(&(p as u32));
+                }
             }
         }
         WatchEvent::Put(e) => {
-            let claim = decode_claim(&e).map(|c| (c.owner, c.token));
-            set(owners, &e.key, claim);
+            if let (Some(p), Some(c)) = (partition_of_key(&e.key), decode_claim(&e))
+                && let Some(slot) = owners.get_mut(p as usize)
+                && !newer(slot, c.token.get())
+            {
+                *slot = Some((c.owner, c.token));
+            }
         }
-        WatchEvent::Delete { key, .. } => set(owners, &key, None),
+        WatchEvent::Delete { key, revision } => {
+            if let Some(p) = partition_of_key(&key)
+                && let Some(slot) = owners.get_mut(p as usize)
+                && !newer(slot, revision.0)
+            {
+                *slot = None;
+            }
+        }
     }
 }
 
@@ -711,24 +722,58 @@ fn ring_members(app: &str, members: &BTreeMap<NodeId, MemberInfo>) -> Vec<Member
         .collect()
 }
 
-/// The next target: current owners, with the first wave of the plan applied.
+/// The next target, planned from the previous one so that a fair target stays put.
+///
+/// The base is the previous target (or the current owners when there is none). The planner's
+/// minimal plan from that base moves only what membership requires: partitions of failed or
+/// leaving nodes, unowned ones, and the fewest needed to even out the load. Unowned and failed
+/// partitions are assigned at once; handoffs (moves away from a live owner) are capped at
+/// `max_moves` in flight, counting those already under way.
 fn next_target(
     planner: &RebalancePlanner,
+    previous: Option<&[Option<NodeId>]>,
     owners: &[Option<(NodeId, FencingToken)>],
     members: &[Member],
+    max_moves: usize,
 ) -> Option<Vec<Option<NodeId>>> {
-    let table = OwnershipTable::from_owners(owners.iter().map(|o| {
-        o.clone()
-            .map(|(node, token)| PartitionOwner { node, token })
+    let base: Vec<Option<NodeId>> = match previous {
+        Some(p) if p.len() == owners.len() => p.to_vec(),
+        _ => owners.iter().map(|o| o.clone().map(|(n, _)| n)).collect(),
+    };
+    let table = OwnershipTable::from_owners(base.iter().zip(owners).map(|(target, owner)| {
+        target.clone().map(|node| PartitionOwner {
+            token: owner
+                .as_ref()
+                .filter(|(n, _)| *n == node)
+                .map_or(FencingToken::ZERO, |(_, t)| *t),
+            node,
+        })
     }));
     let plan = planner.plan(&table, members).ok()?;
-    let mut target: Vec<Option<NodeId>> =
-        owners.iter().map(|o| o.clone().map(|(n, _)| n)).collect();
-    if let Some(wave) = plan.waves().next() {
-        for m in wave {
-            if let Some(slot) = target.get_mut(m.partition.0 as usize) {
-                *slot = Some(m.to.clone());
-            }
+    let live = |node: &NodeId| members.iter().any(|m| &m.id == node);
+    let is_handoff = |p: usize, to: &NodeId| {
+        owners[p]
+            .as_ref()
+            .is_some_and(|(owner, _)| owner != to && live(owner))
+    };
+    let mut target = base;
+    let mut in_motion = target
+        .iter()
+        .enumerate()
+        .filter(|(p, t)| t.as_ref().is_some_and(|t| is_handoff(*p, t)))
+        .count();
+    for m in plan.moves() {
+        let p = m.partition.0 as usize;
+        if p >= target.len() {
+            continue;
+        }
+        let handoff = is_handoff(p, &m.to);
+        if handoff && in_motion >= max_moves {
+            continue;
+        }
+        target[p] = Some(m.to.clone());
+        if handoff {
+            in_motion += 1;
         }
     }
     Some(target)
@@ -766,6 +811,12 @@ async fn plan(
             continue;
         };
         tracing::debug!(app, token = %term.token, "ring planner elected");
+        // The planner is the only writer while it leads, so its own last target is the base of
+        // the next one (the watch of the assignment may lag its own writes).
+        let mut last: Option<Vec<Option<NodeId>>> = match stored(&ctx, &target_key).await {
+            Ok(record) => record.map(|r| r.owners),
+            Err(_) => continue,
+        };
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             if !session.is_alive() {
@@ -773,10 +824,14 @@ async fn plan(
             }
             let owners = view.borrow_and_update().owners.clone();
             let eligible = ring_members(&app, &members.borrow_and_update());
-            if let Some(target) = next_target(&planner, &owners, &eligible)
-                && let Err(e) = publish(&ctx, &target_key, &term.fence(), target).await
+            let cap = settings.max_concurrent_moves.max(1);
+            if let Some(target) = next_target(&planner, last.as_deref(), &owners, &eligible, cap)
+                && last.as_ref() != Some(&target)
             {
-                tracing::debug!(app, error = %e, "publishing the assignment failed");
+                match publish(&ctx, &target_key, &term.fence(), target.clone()).await {
+                    Ok(()) => last = Some(target),
+                    Err(e) => tracing::debug!(app, error = %e, "publishing the assignment failed"),
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => {
@@ -790,6 +845,15 @@ async fn plan(
             }
         }
     }
+}
+
+/// The stored target assignment, if any.
+async fn stored(ctx: &AppContext, key: &Key) -> Result<Option<AssignmentRecord>, CoordError> {
+    Ok(ctx
+        .coordinator()
+        .get(key)
+        .await?
+        .and_then(|e| serde_json::from_slice(&e.value).ok()))
 }
 
 /// Writes the target if it changed, fenced by the planner's term (CAS where the backend has
@@ -820,4 +884,66 @@ async fn publish(
         coord.put(key, value, expect, None).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: &str) -> NodeId {
+        NodeId::new(n).unwrap()
+    }
+
+    #[test]
+    fn failed_owner_partitions_are_reassigned_at_once_and_a_fair_target_stays_put() {
+        let planner = RebalancePlanner::new(PlanConstraints {
+            max_concurrent_moves: 2,
+        })
+        .unwrap();
+        let (a, b, c) = (node("a"), node("b"), node("c"));
+        let previous: Vec<Option<NodeId>> =
+            (0..6).map(|p| Some([&a, &b, &c][p % 3].clone())).collect();
+        let owners: Vec<Option<(NodeId, FencingToken)>> = previous
+            .iter()
+            .map(|t| {
+                t.clone()
+                    .filter(|n| *n != a)
+                    .map(|n| (n, FencingToken::new(5)))
+            })
+            .collect();
+        let members = [Member::active(b.clone(), 1), Member::active(c.clone(), 1)];
+        let target = next_target(&planner, Some(&previous), &owners, &members, 2).unwrap();
+        assert!(target.iter().all(|t| t.as_ref() != Some(&a)), "{target:?}");
+        for p in [1usize, 2, 4, 5] {
+            assert_eq!(
+                target[p], previous[p],
+                "partition {p} of a live owner moved"
+            );
+        }
+        let again = next_target(&planner, Some(&target), &owners, &members, 2).unwrap();
+        assert_eq!(again, target, "a fair target must be stable");
+    }
+
+    #[test]
+    fn handoffs_are_capped_but_unowned_partitions_are_not() {
+        let planner = RebalancePlanner::new(PlanConstraints {
+            max_concurrent_moves: 16,
+        })
+        .unwrap();
+        let (a, b) = (node("a"), node("b"));
+        let owners: Vec<Option<(NodeId, FencingToken)>> = (0..10)
+            .map(|_| Some((a.clone(), FencingToken::new(1))))
+            .collect();
+        let previous: Vec<Option<NodeId>> = (0..10).map(|_| Some(a.clone())).collect();
+        let members = [Member::active(a.clone(), 1), Member::active(b.clone(), 1)];
+        let target = next_target(&planner, Some(&previous), &owners, &members, 2).unwrap();
+        assert_eq!(
+            target.iter().filter(|t| t.as_ref() == Some(&b)).count(),
+            2,
+            "{target:?}"
+        );
+        let unowned: Vec<Option<(NodeId, FencingToken)>> = vec![None; 10];
+        let target = next_target(&planner, None, &unowned, &members, 2).unwrap();
+        assert!(target.iter().all(Option::is_some));
+    }
 }

@@ -1,0 +1,364 @@
+//! Runs demo nodes as separate OS processes and reads what they did.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::history::{self, Record, mono_ns};
+
+/// Settings shared by every node of a demo cluster.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    /// The platform name.
+    pub platform: String,
+    /// etcd client URLs.
+    pub etcd: Vec<String>,
+    /// Lease TTL.
+    pub ttl: Duration,
+    /// Lease margin.
+    pub margin: Duration,
+    /// Ring partitions of the `jobs` app.
+    pub partitions: u32,
+    /// Whether ring nodes queue and run work items.
+    pub work: bool,
+}
+
+/// One node process.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: Option<Child>,
+    /// Its history file.
+    pub history: PathBuf,
+    /// CLOCK_MONOTONIC when it was SIGKILLed, if it was.
+    pub killed_at: Option<u64>,
+    /// Its HTTP address file (written by the node once it serves).
+    pub http_file: PathBuf,
+}
+
+/// A set of demo nodes on one etcd.
+#[derive(Debug)]
+pub struct DemoCluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    settings: DemoSettings,
+    nodes: BTreeMap<String, NodeProcess>,
+}
+
+impl DemoCluster {
+    /// A cluster of `bin` (the demo-node binary) nodes writing into `dir`.
+    pub fn new(bin: &Path, dir: &Path, settings: DemoSettings) -> Self {
+        DemoCluster {
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            settings,
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &DemoSettings {
+        &self.settings
+    }
+
+    fn command(&self, name: &str, history: &Path, http_file: &Path) -> Command {
+        let s = &self.settings;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("node")
+            .arg("--platform")
+            .arg(&s.platform)
+            .arg("--node")
+            .arg(name)
+            .arg("--etcd")
+            .arg(s.etcd.join(","))
+            .arg("--ttl-ms")
+            .arg(s.ttl.as_millis().to_string())
+            .arg("--margin-ms")
+            .arg(s.margin.as_millis().to_string())
+            .arg("--partitions")
+            .arg(s.partitions.to_string())
+            .arg("--history")
+            .arg(history)
+            .arg("--http-file")
+            .arg(http_file)
+            .env(
+                "RUST_LOG",
+                std::env::var("DEMO_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null());
+        if s.work {
+            cmd.arg("--work");
+        }
+        cmd
+    }
+
+    /// Starts node `name` (again, if it ran before: same history file).
+    pub fn start(&mut self, name: &str) -> std::io::Result<()> {
+        let history = self.dir.join(format!("{name}.history.jsonl"));
+        let http_file = self.dir.join(format!("{name}.http"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))?;
+        let mut cmd = self.command(name, &history, &http_file);
+        cmd.stdout(log.try_clone()?).stderr(log);
+        let child = testkit::process::spawn_supervised(cmd)?;
+        self.nodes.insert(
+            name.to_owned(),
+            NodeProcess {
+                child: Some(child),
+                history,
+                killed_at: None,
+                http_file,
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts node `name` and waits for it to exit; returns its exit code and log.
+    pub fn run_to_exit(
+        &self,
+        name: &str,
+        limit: Duration,
+    ) -> std::io::Result<(Option<i32>, String)> {
+        let history = self.dir.join(format!("{name}-dup.history.jsonl"));
+        let http_file = self.dir.join(format!("{name}-dup.http"));
+        let mut cmd = self.command(name, &history, &http_file);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = testkit::process::spawn_supervised(cmd)?;
+        let id = child.id();
+        let waiter = std::thread::spawn(move || child.wait_with_output());
+        let deadline = std::time::Instant::now() + limit;
+        while !waiter.is_finished() {
+            if std::time::Instant::now() > deadline {
+                // SAFETY: plain syscall on our own child.
+                unsafe {
+                    libc::kill(id as libc::pid_t, libc::SIGKILL);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = waiter
+            .join()
+            .map_err(|_| std::io::Error::other("waiter panicked"))??;
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Ok((output.status.code(), text))
+    }
+
+    /// Sends `signal` to node `name`.
+    pub fn signal(&mut self, name: &str, signal: libc::c_int) {
+        if let Some(child) = self.nodes.get(name).and_then(|n| n.child.as_ref()) {
+            // SAFETY: plain syscall on our own child.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
+        if signal == libc::SIGKILL
+            && let Some(node) = self.nodes.get_mut(name)
+        {
+            node.killed_at = Some(mono_ns());
+            if let Some(mut child) = node.child.take() {
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// SIGKILLs node `name`.
+    pub fn kill(&mut self, name: &str) {
+        self.signal(name, libc::SIGKILL);
+    }
+
+    /// Asks node `name` to shut down gracefully and waits up to `limit` for it to exit.
+    pub fn stop(&mut self, name: &str, limit: Duration) -> Option<i32> {
+        self.signal(name, libc::SIGTERM);
+        let node = self.nodes.get_mut(name)?;
+        let mut child = node.child.take()?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether node `name` runs (it may be paused).
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.nodes
+            .get_mut(name)
+            .and_then(|n| n.child.as_mut())
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The node processes.
+    pub fn nodes(&self) -> &BTreeMap<String, NodeProcess> {
+        &self.nodes
+    }
+
+    /// Node `name`'s history.
+    pub fn history(&self, name: &str) -> Vec<Record> {
+        self.nodes
+            .get(name)
+            .map(|n| history::read(&n.history))
+            .unwrap_or_default()
+    }
+
+    /// Every node's history, merged and sorted by time.
+    pub fn all_history(&self) -> Vec<Record> {
+        let mut all: Vec<Record> = self
+            .nodes
+            .values()
+            .flat_map(|n| history::read(&n.history))
+            .collect();
+        all.sort_by_key(|r| r.mono_ns);
+        all
+    }
+
+    /// The node that currently leads `app`, from the histories: its last role record is
+    /// `active`, and it is running.
+    pub fn leader(&mut self, app: &str) -> Option<(String, u64)> {
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        let mut leaders = Vec::new();
+        for name in names {
+            if !self.is_running(&name) {
+                continue;
+            }
+            let last = self
+                .history(&name)
+                .into_iter()
+                .filter(|r| {
+                    r.app.as_deref() == Some(app) && (r.event == "active" || r.event == "passive")
+                })
+                .next_back();
+            if let Some(r) = last
+                && r.event == "active"
+            {
+                leaders.push((name, r.token));
+            }
+        }
+        leaders.into_iter().max_by_key(|(_, t)| *t)
+    }
+
+    /// Polls `check` (every 50 ms) until it returns `Some`, or `limit` passes.
+    pub fn wait_for<T>(
+        &mut self,
+        limit: Duration,
+        mut check: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(v) = check(self) {
+                return Some(v);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The current owners of the ring, by partition, from the histories of running nodes:
+    /// a partition is owned by a node whose last record for it is `own`.
+    pub fn ring_owners(&mut self) -> BTreeMap<u32, Vec<(String, u64)>> {
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        let mut owners: BTreeMap<u32, Vec<(String, u64)>> = BTreeMap::new();
+        for name in names {
+            if !self.is_running(&name) {
+                continue;
+            }
+            let mut last: BTreeMap<u32, &str> = BTreeMap::new();
+            let mut tokens: BTreeMap<u32, u64> = BTreeMap::new();
+            let records = self.history(&name);
+            for r in &records {
+                if let Some(p) = r.partition
+                    && (r.event == "own" || r.event == "release")
+                {
+                    last.insert(p, if r.event == "own" { "own" } else { "release" });
+                    tokens.insert(p, r.token);
+                }
+            }
+            for (p, event) in last {
+                if event == "own" {
+                    owners
+                        .entry(p)
+                        .or_default()
+                        .push((name.clone(), tokens[&p]));
+                }
+            }
+        }
+        owners
+    }
+
+    /// Checks from the histories that no partition ever had two valid owners: each new owner's
+    /// `own` comes after the previous owner's validity ended (its `release`, its SIGKILL, or its
+    /// last recorded session deadline, whichever came first). Returns the violations.
+    pub fn ownership_violations(&self) -> Vec<String> {
+        let mut spans: BTreeMap<u32, Vec<(u64, String, u64, u64)>> = BTreeMap::new();
+        for (name, node) in &self.nodes {
+            let records = history::read(&node.history);
+            let deadlines: Vec<u64> = records
+                .iter()
+                .filter(|r| r.event == "alive_until")
+                .map(|r| r.mono_ns)
+                .collect();
+            for (i, r) in records.iter().enumerate() {
+                if r.event != "own" {
+                    continue;
+                }
+                let Some(p) = r.partition else { continue };
+                let released = records[i + 1..]
+                    .iter()
+                    .find(|e| e.partition == Some(p) && e.event == "release")
+                    .map(|e| e.mono_ns);
+                let last_deadline = deadlines.iter().copied().filter(|d| *d >= r.mono_ns).max();
+                let end = [released, node.killed_at, last_deadline]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(u64::MAX);
+                spans
+                    .entry(p)
+                    .or_default()
+                    .push((r.token, name.clone(), r.mono_ns, end));
+            }
+        }
+        let mut violations = Vec::new();
+        for (p, mut list) in spans {
+            list.sort();
+            for pair in list.windows(2) {
+                let (t1, n1, _, end1) = &pair[0];
+                let (t2, n2, start2, _) = &pair[1];
+                if t2 <= t1 {
+                    violations.push(format!(
+                        "partition {p}: token {t2} of {n2} not above {t1} of {n1}"
+                    ));
+                }
+                if start2 < end1 {
+                    violations.push(format!(
+                        "partition {p}: {n2} (token {t2}) owned it {} ms before {n1} (token {t1}) stopped",
+                        (end1 - start2) / 1_000_000
+                    ));
+                }
+            }
+        }
+        violations
+    }
+}
+
+impl Drop for DemoCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
