@@ -230,13 +230,9 @@ impl DemoCluster {
             if !self.is_running(&name) {
                 continue;
             }
-            let last = self
-                .history(&name)
-                .into_iter()
-                .filter(|r| {
-                    r.app.as_deref() == Some(app) && (r.event == "active" || r.event == "passive")
-                })
-                .next_back();
+            let last = self.history(&name).into_iter().rfind(|r| {
+                r.app.as_deref() == Some(app) && (r.event == "active" || r.event == "passive")
+            });
             if let Some(r) = last
                 && r.event == "active"
             {

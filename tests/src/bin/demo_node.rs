@@ -182,7 +182,8 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
 /// The active-passive app: the leader writes a heartbeat under its term; a node that stops
 /// leading tries one write with its old term's fence and records that the store refused it.
 fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
-    let last_fence: Arc<Mutex<Option<Fence>>> = Arc::default();
+    let last_fence: Arc<Mutex<Option<(Fence, tokio_util::sync::CancellationToken)>>> =
+        Arc::default();
     let (h1, h2) = (history.clone(), history);
     let (f1, f2) = (last_fence.clone(), last_fence);
     Ok(App::builder("ledger")
@@ -191,7 +192,8 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
             let (history, fence) = (h1.clone(), f1.clone());
             async move {
                 history.record(Some("ledger"), "active", ctx.token.get(), None, None);
-                *fence.lock().unwrap_or_else(|p| p.into_inner()) = ctx.fence.clone();
+                *fence.lock().unwrap_or_else(|p| p.into_inner()) =
+                    ctx.fence.clone().map(|f| (f, ctx.cancel.clone()));
                 let kv = ctx.fenced_kv().ok_or("active-passive terms are fenced")?;
                 kv.put("leader", ctx.app.node().as_str()).await?;
                 let (cancel, token) = (ctx.cancel.clone(), ctx.token.get());
@@ -217,9 +219,18 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
         .on_passive(move |ctx| {
             let (history, fence) = (h2.clone(), f2.clone());
             async move {
-                history.record(Some("ledger"), "passive", 0, None, None);
                 let old = fence.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(old) = old {
+                // Whether the ended term's work had been cancelled when on_passive began.
+                let detail = old.as_ref().map(|(_, cancel)| {
+                    if cancel.is_cancelled() {
+                        "after_cancel"
+                    } else {
+                        "before_cancel"
+                    }
+                    .to_owned()
+                });
+                history.record(Some("ledger"), "passive", 0, None, detail);
+                if let Some((old, _)) = old {
                     // A straggler write under the term that just ended: the store must refuse it
                     // once another term exists.
                     let token = old.token.get();
