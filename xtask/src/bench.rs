@@ -27,7 +27,7 @@ const EVENTS: usize = 4000;
 /// Publishes in flight: ours pipelines across this many ordering keys, raw runs this many tasks.
 const IN_FLIGHT: usize = 64;
 /// Measured rounds of each side, alternating, to even out machine noise.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// Set in the optimised child that runs the measurements.
 const OPTIMISED: &str = "CLUSTER_XTASK_BENCH_OPTIMISED";
@@ -96,13 +96,21 @@ async fn bus() -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let mut ours = Vec::new();
     let mut raw = Vec::new();
+    // Throughput: publishing alone, both sides alternating.
     for round in 0..ROUNDS {
-        raw.push(raw_run(&nats.url(), round).await?);
-        ours.push(our_run(&nats.url(), &dir, round).await?);
+        raw.push(raw_run(&nats.url(), round, false).await?);
+        ours.push(our_run(&nats.url(), &dir, round, false).await?);
         println!(
             "round {round}: raw {:.0}/s, ours {:.0}/s",
             raw[round].per_second, ours[round].per_second
         );
+    }
+    // Latency: the same load with a consumer applying every event.
+    let mut raw_latency = Vec::new();
+    let mut our_latency = Vec::new();
+    for round in ROUNDS..ROUNDS * 2 {
+        raw_latency.push(raw_run(&nats.url(), round, true).await?);
+        our_latency.push(our_run(&nats.url(), &dir, round, true).await?);
     }
     let summarize = |runs: &[Run]| {
         let mut per_second: Vec<f64> = runs.iter().map(|r| r.per_second).collect();
@@ -114,11 +122,13 @@ async fn bus() -> anyhow::Result<()> {
         to_handler.sort();
         (per_second[per_second.len() / 2], to_ack, to_handler)
     };
-    let (raw_rate, raw_ack, raw_handler) = summarize(&raw);
-    let (our_rate, our_ack, our_handler) = summarize(&ours);
+    let (raw_rate, raw_ack, _) = summarize(&raw);
+    let (our_rate, our_ack, _) = summarize(&ours);
+    let (_, _, raw_handler) = summarize(&raw_latency);
+    let (_, _, our_handler) = summarize(&our_latency);
     println!();
     println!(
-        "| publisher | events/s with acks (median of {ROUNDS}) | publish-to-ack p50 | p99 | publish-to-handler p50 | p99 |"
+        "| publisher | events/s with acks (median of {ROUNDS}) | publish-to-ack p50 | p99 | publish-to-handler p50 (with consumer) | p99 |"
     );
     println!("|---|---|---|---|---|---|");
     println!(
@@ -151,7 +161,7 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 
 /// Raw JetStream: IN_FLIGHT tasks, each publishing with a message id and awaiting its ack; a
 /// durable pull consumer acks every message and timestamps it.
-async fn raw_run(url: &str, round: usize) -> anyhow::Result<Run> {
+async fn raw_run(url: &str, round: usize, with_consumer: bool) -> anyhow::Result<Run> {
     let client = async_nats::connect(url).await?;
     let js = jetstream::new(client);
     let stream_name = format!("RAW{round}");
@@ -177,12 +187,12 @@ async fn raw_run(url: &str, round: usize) -> anyhow::Result<Run> {
         .await?;
     let origin = Instant::now();
     let received: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
-    let reader = {
+    let reader = with_consumer.then(|| {
         let received = received.clone();
         tokio::spawn(async move {
             let mut messages = consumer.messages().await?;
             let mut n = 0;
-            while n < EVENTS {
+            while n < EVENTS + IN_FLIGHT {
                 let Some(message) = messages.next().await else {
                     break;
                 };
@@ -197,7 +207,22 @@ async fn raw_run(url: &str, round: usize) -> anyhow::Result<Run> {
             }
             anyhow::Ok(())
         })
-    };
+    });
+    // Warm-up, not measured: one message per subject.
+    let warm_up = (0..IN_FLIGHT).map(|t| {
+        let js = js.clone();
+        let subject = format!("{subject_root}.k{t}");
+        async move {
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(origin.elapsed().as_nanos().to_string().into())
+                .message_id(format!("r{round}-warm-{t}"));
+            js.send_publish(subject, publish).await?.await?;
+            anyhow::Ok(())
+        }
+    });
+    for r in futures::future::join_all(warm_up).await {
+        r?;
+    }
     let started = Instant::now();
     let tasks: Vec<_> = (0..IN_FLIGHT)
         .map(|t| {
@@ -222,7 +247,9 @@ async fn raw_run(url: &str, round: usize) -> anyhow::Result<Run> {
         to_ack.extend(t.await??);
     }
     let per_second = EVENTS as f64 / started.elapsed().as_secs_f64();
-    tokio::time::timeout(Duration::from_secs(60), reader).await???;
+    if let Some(reader) = reader {
+        tokio::time::timeout(Duration::from_secs(60), reader).await???;
+    }
     let to_handler = received
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -264,9 +291,30 @@ impl EventHandler for Stamp {
     }
 }
 
+/// Event `t`'s next event, carrying its send time.
+fn bench_event(t: usize, sent: Duration) -> anyhow::Result<OutgoingEvent> {
+    Ok(OutgoingEvent {
+        event_type: "task.progressed".parse()?,
+        schema_version: SchemaVersion::new(1, 0),
+        shard: PartitionId((t % 16) as u32),
+        ordering_key: Some(format!("k{t}")),
+        epoch: FencingToken::new(1),
+        valid_until: coord_client::mono_now() + Duration::from_secs(3600),
+        causation_id: None,
+        correlation_id: None,
+        payload: serde_json::json!({ "sent": sent.as_nanos() as u64 }),
+        also_as: None,
+    })
+}
+
 /// Ours: IN_FLIGHT tasks, one ordering key each, through `Publisher`; a `Consumer` applies
 /// every event in a SQLite transaction and timestamps it.
-async fn our_run(url: &str, dir: &std::path::Path, round: usize) -> anyhow::Result<Run> {
+async fn our_run(
+    url: &str,
+    dir: &std::path::Path,
+    round: usize,
+    with_consumer: bool,
+) -> anyhow::Result<Run> {
     let config = NatsBusConfig::new(url);
     let bus: Arc<dyn EventBus> = Arc::new(NatsEventBus::connect(config).await?);
     let subjects = Subjects::new(format!("bench{round}"))?;
@@ -290,23 +338,40 @@ async fn our_run(url: &str, dir: &std::path::Path, round: usize) -> anyhow::Resu
     )?;
     let origin = Instant::now();
     let received: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
-    let consumer = Consumer::start(
-        bus.clone(),
-        ConsumerConfig::new(
-            "bench",
-            topology.events_stream(),
-            vec![subjects.lifecycle_filter(Level::Any, Level::Any, Level::Any, Level::Any)],
-            subjects.clone(),
-            dir.join(format!("consumer{round}.db")),
-        ),
-        registry,
-        Arc::new(Stamp {
-            origin,
-            received: received.clone(),
-        }),
-        ConsumerMetrics::register("bench"),
-    )
-    .await?;
+    let consumer = if with_consumer {
+        Some(
+            Consumer::start(
+                bus.clone(),
+                ConsumerConfig::new(
+                    "bench",
+                    topology.events_stream(),
+                    vec![subjects.lifecycle_filter(Level::Any, Level::Any, Level::Any, Level::Any)],
+                    subjects.clone(),
+                    dir.join(format!("consumer{round}.db")),
+                ),
+                registry,
+                Arc::new(Stamp {
+                    origin,
+                    received: received.clone(),
+                }),
+                ConsumerMetrics::register("bench"),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    // Warm-up, not measured: one event per key (reserves its first sequence block).
+    let warm_up = (0..IN_FLIGHT).map(|t| {
+        let publisher = publisher.clone();
+        async move {
+            publisher.publish(bench_event(t, origin.elapsed())?).await?;
+            anyhow::Ok(())
+        }
+    });
+    for r in futures::future::join_all(warm_up).await {
+        r?;
+    }
     let started = Instant::now();
     let tasks: Vec<_> = (0..IN_FLIGHT)
         .map(|t| {
@@ -315,19 +380,7 @@ async fn our_run(url: &str, dir: &std::path::Path, round: usize) -> anyhow::Resu
                 let mut to_ack = Vec::new();
                 for _ in (t..EVENTS).step_by(IN_FLIGHT) {
                     let sent = origin.elapsed();
-                    let event = OutgoingEvent {
-                        event_type: "task.progressed".parse()?,
-                        schema_version: SchemaVersion::new(1, 0),
-                        shard: PartitionId((t % 16) as u32),
-                        ordering_key: Some(format!("k{t}")),
-                        epoch: FencingToken::new(1),
-                        valid_until: coord_client::mono_now() + Duration::from_secs(3600),
-                        causation_id: None,
-                        correlation_id: None,
-                        payload: serde_json::json!({ "sent": sent.as_nanos() as u64 }),
-                        also_as: None,
-                    };
-                    publisher.publish(event).await?;
+                    publisher.publish(bench_event(t, sent)?).await?;
                     to_ack.push(origin.elapsed() - sent);
                 }
                 anyhow::Ok(to_ack)
@@ -340,11 +393,12 @@ async fn our_run(url: &str, dir: &std::path::Path, round: usize) -> anyhow::Resu
     }
     let per_second = EVENTS as f64 / started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while received
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .len()
-        < EVENTS
+    while with_consumer
+        && received
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .len()
+            < EVENTS
     {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -352,7 +406,9 @@ async fn our_run(url: &str, dir: &std::path::Path, round: usize) -> anyhow::Resu
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    consumer.stop().await;
+    if let Some(consumer) = consumer {
+        consumer.stop().await;
+    }
     publisher.close();
     let to_handler = received
         .lock()

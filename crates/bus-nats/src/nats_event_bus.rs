@@ -233,6 +233,7 @@ impl EventBus for NatsEventBus {
     }
 
     fn max_payload(&self) -> usize {
-        self.client.server_info().max_payload
+        // `Client::max_payload` reads the server's limit without cloning its whole info.
+        self.client.max_payload()
     }
 }
