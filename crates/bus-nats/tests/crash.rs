@@ -11,10 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus_nats::{Consumer, ConsumerMetrics, Publisher, PublisherMetrics};
+use bus_nats::{Consumer, ConsumerMetrics, Delivered, Publisher, PublisherMetrics};
 use cluster_core::event::Subjects;
 use fixtures::*;
-use testkit::{NatsOptions, NatsServer};
+use testkit::{FaultProxy, Mode, NatsOptions, NatsServer};
 
 const ROLE: &str = "CHILD_ROLE";
 const KEYS: usize = 5;
@@ -44,7 +44,11 @@ async fn child_publisher() {
                 let mut n = 0;
                 while !finish || n < 10 {
                     let r = publisher.publish(event(1, &key, 1, n)).await.unwrap();
-                    println!("RESOLVED {} {key} {}", r.event_id, r.sequence);
+                    let how = match r.delivered {
+                        Delivered::Outboxed => "outboxed",
+                        Delivered::Acked { .. } => "acked",
+                    };
+                    println!("RESOLVED {} {key} {} {how}", r.event_id, r.sequence);
                     n += 1;
                 }
             })
