@@ -54,7 +54,7 @@ impl Default for NatsConfig {
             token: None,
             replicas: None,
             call_timeout: Duration::from_secs(2),
-            create_timeout: Duration::from_secs(10),
+            create_timeout: Duration::from_secs(20),
             watch_heartbeat: Duration::from_secs(1),
             ping_interval: Duration::from_secs(2),
             marker_ttl: Duration::from_secs(15 * 60),

@@ -36,7 +36,8 @@ pub(crate) enum JsFailure {
 }
 
 /// JetStream API error codes that mean "try again later".
-const RETRYABLE_ERR_CODES: [u64; 8] = [
+const RETRYABLE_ERR_CODES: [u64; 9] = [
+    10005, // no suitable peers for placement (a peer is offline)
     10008, // cluster not available
     10009, // not the cluster leader
     10023, // insufficient resources (a peer is down while placing a stream)

@@ -35,7 +35,8 @@ const HDR_EXPECTED_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 const HDR_EXPECTED_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 const HDR_KV_OPERATION: &str = "KV-Operation";
 const HDR_MARKER_REASON: &str = "Nats-Marker-Reason";
-const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+/// `wrong last sequence: N` (single server) and `wrong last sequence` (clustered).
+const ERR_WRONG_LAST_SEQUENCE: [u64; 2] = [10071, 10164];
 const ERR_STREAM_NOT_FOUND: u64 = 10059;
 const ERR_STREAM_NAME_IN_USE: u64 = 10058;
 const ERR_NO_MESSAGE_FOUND: u64 = 10037;
@@ -258,7 +259,7 @@ impl JetStreamKv {
     pub(crate) async fn publish(&self, w: &Write<'_>, deadline: Instant) -> Result<u64, JsFailure> {
         let subject = subject(w.bucket, w.name);
         let headers = w.headers();
-        let mut created = false;
+        let mut ensured = false;
         loop {
             let request =
                 self.client
@@ -267,12 +268,18 @@ impl JetStreamKv {
                 Err(_) => return Err(JsFailure::Timeout(self.config.call_timeout)),
                 Ok(Err(e)) => {
                     let failure = core_request_failure(&e, w.bucket, self.config.call_timeout);
-                    if matches!(failure, JsFailure::NoBucket(_)) && !created {
-                        created = true;
-                        self.ensure_bucket(w.bucket, deadline).await?;
-                        continue;
+                    if !matches!(failure, JsFailure::NoBucket(_)) {
+                        return Err(failure);
                     }
-                    return Err(failure);
+                    if !ensured {
+                        self.ensure_bucket(w.bucket, deadline).await?;
+                        ensured = true;
+                    } else {
+                        // The stream exists, but in a cluster the interest in its subjects
+                        // reaches this server a moment after it is created.
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
+                    continue;
                 }
                 Ok(Ok(reply)) => reply,
             };
@@ -280,7 +287,7 @@ impl JetStreamKv {
                 .map_err(|e| JsFailure::Transport(format!("unreadable publish ack: {e}")))?;
             return match ack.error {
                 None => Ok(ack.seq),
-                Some(e) if e.err_code == ERR_WRONG_LAST_SEQUENCE => {
+                Some(e) if ERR_WRONG_LAST_SEQUENCE.contains(&e.err_code) => {
                     Err(JsFailure::WrongLastSequence)
                 }
                 Some(e) => Err(JsFailure::Api {

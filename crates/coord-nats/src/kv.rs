@@ -44,7 +44,8 @@ pub(crate) fn entry(key: &Key, stored: &Stored) -> Option<KvEntry> {
 }
 
 impl NatsCoordinator {
-    /// Runs `f` under the call deadline of `op`.
+    /// Runs `f` with the call deadline of `op`. Every step of `f` ends by that deadline, except
+    /// creating a bucket on first use, which has `create_timeout`; the outer bound covers both.
     pub(crate) async fn within<T, Fut>(
         &self,
         op: Operation,
@@ -53,10 +54,16 @@ impl NatsCoordinator {
     where
         Fut: Future<Output = CoordResult<T>>,
     {
+        let config = &self.kv().config;
         let deadline = self.kv().deadline();
-        timeout_at(deadline, f(deadline))
+        timeout_at(deadline + config.create_timeout, f(deadline))
             .await
-            .unwrap_or_else(|_| Err(CoordError::timed_out(op, self.kv().config.call_timeout)))
+            .unwrap_or_else(|_| {
+                Err(CoordError::timed_out(
+                    op,
+                    config.call_timeout + config.create_timeout,
+                ))
+            })
     }
 
     /// The last message of `key`, from the stream leader.

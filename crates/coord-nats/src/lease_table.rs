@@ -55,14 +55,33 @@ struct Bound {
     seq: u64,
     term: u64,
     value: Bytes,
+    /// When the write that set `seq` was sent: the key lives at least `ttl` past this.
+    sent_at: Instant,
 }
 
 #[derive(Debug)]
 struct LeaseState {
     ttl: Duration,
     record_seq: u64,
+    /// When the record's last write was sent (or, for a lease loaded from the store, read).
+    record_sent_at: Instant,
     /// Bound keys; `None` when the key's last sequence is not known here (read it first).
     keys: BTreeMap<BoundKey, Option<Bound>>,
+}
+
+impl LeaseState {
+    /// Whether the store may already have expired the record or a bound key: one of them went
+    /// a whole TTL without a write this process knows of. Such a lease is lost, even if its
+    /// record is still there (each stream expires messages on its own timer).
+    fn may_have_expired(&self, now: Instant) -> bool {
+        let oldest = self
+            .keys
+            .values()
+            .flatten()
+            .map(|b| b.sent_at)
+            .fold(self.record_sent_at, Instant::min);
+        now >= oldest + self.ttl
+    }
 }
 
 /// One lease as this process knows it.
@@ -160,6 +179,7 @@ impl NatsCoordinator {
         Ok(LeaseState {
             ttl: Duration::from_millis(record.ttl_ms),
             record_seq: stored.seq,
+            record_sent_at: Instant::now(),
             keys: record.keys.into_iter().map(|k| (k, None)).collect(),
         })
     }
@@ -190,6 +210,15 @@ impl NatsCoordinator {
                 Err(e) => return Err(e),
             }
         }
+        if guard
+            .as_ref()
+            .is_some_and(|s| s.may_have_expired(Instant::now()))
+        {
+            // Lost, but say so only with the store in reach: an outage is `Unavailable`.
+            self.load(&handle.id, op, deadline).await?;
+            handle.dead.store(true, Ordering::Release);
+            return Err(lost(&handle.id));
+        }
         Ok(guard)
     }
 
@@ -216,9 +245,11 @@ impl NatsCoordinator {
                 ..Write::value(self.lease_bucket(), handle.id.as_str(), encode(&record)?)
                     .when(Condition::LastSeq(state.record_seq))
             };
+            let sent_at = Instant::now();
             match self.kv().publish(&write, deadline).await {
                 Ok(seq) => {
                     state.record_seq = seq;
+                    state.record_sent_at = sent_at;
                     return Ok(());
                 }
                 Err(JsFailure::WrongLastSequence) => {
@@ -269,6 +300,8 @@ impl NatsCoordinator {
                             seq,
                             term: live.term,
                             value: live.value.clone(),
+                            // Unknown: the renewal below sets it.
+                            sent_at: Instant::now(),
                         },
                         _ => return Ok(false),
                     }
@@ -281,9 +314,14 @@ impl NatsCoordinator {
                 ..Write::value(&key.bucket, &key.name, bound.value.clone())
                     .when(Condition::LastSeq(bound.seq))
             };
+            let sent_at = Instant::now();
             match self.kv().publish(&write, deadline).await {
                 Ok(seq) => {
-                    *slot = Some(Bound { seq, ..bound });
+                    *slot = Some(Bound {
+                        seq,
+                        sent_at,
+                        ..bound
+                    });
                     return Ok(true);
                 }
                 // Read it back: still ours (an earlier write landed unacknowledged) or not.
@@ -320,6 +358,7 @@ impl NatsCoordinator {
         };
         self.rewrite_record(&handle, state, Some(key.clone()), op, deadline)
             .await?;
+        let sent_at = Instant::now();
         let seq = write(state.ttl).await?;
         state.keys.insert(
             key,
@@ -327,6 +366,7 @@ impl NatsCoordinator {
                 seq,
                 term: seq,
                 value,
+                sent_at,
             }),
         );
         Ok(seq)
@@ -461,6 +501,7 @@ impl LeaseStore for NatsCoordinator {
             ..Write::value(self.lease_bucket(), id.as_str(), encode(&record)?)
                 .when(Condition::LastSeq(0))
         };
+        let sent_at = Instant::now();
         let seq = self
             .kv()
             .publish(&write, deadline)
@@ -475,6 +516,7 @@ impl LeaseStore for NatsCoordinator {
             state: tokio::sync::Mutex::new(Some(LeaseState {
                 ttl,
                 record_seq: seq,
+                record_sent_at: sent_at,
                 keys: BTreeMap::new(),
             })),
         });

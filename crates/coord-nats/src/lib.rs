@@ -48,6 +48,8 @@ pub struct NatsCoordinator {
 struct Inner {
     kv: JetStreamKv,
     leases: LeaseTable,
+    /// Counts the client's (re)connections, so watches start over at once after one.
+    connections: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for NatsCoordinator {
@@ -87,7 +89,17 @@ impl NatsCoordinator {
     pub async fn connect(config: NatsConfig) -> Result<Self, ConnectError> {
         config.validate()?;
         let heartbeat = config.watch_heartbeat;
+        let (connected, connections) = tokio::sync::watch::channel(0u64);
+        let connected = Arc::new(connected);
         let mut options = ConnectOptions::new()
+            .event_callback(move |event| {
+                let connected = connected.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Connected) {
+                        connected.send_modify(|n| *n += 1);
+                    }
+                }
+            })
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(config.call_timeout)
@@ -115,6 +127,7 @@ impl NatsCoordinator {
             inner: Arc::new(Inner {
                 kv: JetStreamKv::new(client, config),
                 leases: LeaseTable::default(),
+                connections,
             }),
         })
     }
@@ -135,6 +148,13 @@ impl NatsCoordinator {
 
     pub(crate) fn leases(&self) -> &LeaseTable {
         &self.inner.leases
+    }
+
+    /// A receiver that changes whenever the client (re)connects.
+    pub(crate) fn connections(&self) -> tokio::sync::watch::Receiver<u64> {
+        let mut rx = self.inner.connections.clone();
+        rx.mark_unchanged();
+        rx
     }
 }
 

@@ -7,8 +7,8 @@
 //! everything was delivered).
 //!
 //! A background task forwards changes. Renewals (messages with `Coord-Term`) are not changes
-//! and are not forwarded. Anything that may have lost a message starts over: two heartbeats
-//! without a word, a consumer sequence that skips, a heartbeat naming a consumer sequence we did
+//! and are not forwarded. Anything that may have lost a message starts over: a reconnection of
+//! the client, two heartbeats without a word, a consumer sequence that skips, a heartbeat naming a consumer sequence we did
 //! not see, a status other than heartbeat or flow control. Starting over deletes the old
 //! consumer, creates a new one and sends a new `Snapshot` (the backend is `LatestValue`: the
 //! history of a key is not kept, and a delete marker expires, so resuming from a sequence could
@@ -418,8 +418,15 @@ async fn relay(
     delivered: &mut u64,
     tx: &Sender,
 ) -> Gap {
+    // A reconnection may have lost messages in flight, and after a server restart the
+    // consumer may be gone: start over at once instead of waiting for missed heartbeats.
+    let mut connections = coord.connections();
     loop {
-        let stored = match coord.next_delivery(scope, feed).await {
+        let delivery = tokio::select! {
+            Ok(()) = connections.changed() => return Gap("reconnected"),
+            delivery = coord.next_delivery(scope, feed) => delivery,
+        };
+        let stored = match delivery {
             Err(gap) => return gap,
             Ok(Delivery::Idle | Delivery::Message { stored: None, .. }) => continue,
             Ok(Delivery::Message {
