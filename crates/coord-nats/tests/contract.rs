@@ -1,12 +1,14 @@
 //! coord-nats against the coordination contract suite, on a real single nats-server.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cluster_core::coordination::Coordinator;
 use cluster_core::ids::Revision;
-use coord_nats::{NatsConfig, NatsCoordinator};
+use coord_nats::NatsCoordinator;
 use testkit::coordination::{ClientFault, CoordHarness, TimingProfile};
 use testkit::{FaultProxy, NatsServer};
 
@@ -14,21 +16,11 @@ struct NatsHarness {
     server: NatsServer,
 }
 
-fn config(url: String) -> NatsConfig {
-    NatsConfig {
-        call_timeout: Duration::from_secs(1),
-        watch_heartbeat: Duration::from_millis(500),
-        ping_interval: Duration::from_secs(1),
-        ignore_discovered_servers: true,
-        ..NatsConfig::new([url])
-    }
-}
-
 #[async_trait]
 impl CoordHarness for NatsHarness {
     async fn client(&self) -> Arc<dyn Coordinator> {
         Arc::new(
-            NatsCoordinator::connect(config(self.server.url()))
+            NatsCoordinator::connect(common::config(self.server.url()))
                 .await
                 .unwrap(),
         )
@@ -36,7 +28,7 @@ impl CoordHarness for NatsHarness {
 
     async fn faultable_client(&self) -> (Arc<dyn Coordinator>, Box<dyn ClientFault>) {
         let proxy = FaultProxy::start(self.server.client_addr()).unwrap();
-        let coord = NatsCoordinator::connect(config(proxy.url("nats")))
+        let coord = NatsCoordinator::connect(common::config(proxy.url("nats")))
             .await
             .unwrap();
         (Arc::new(coord), Box::new(proxy))
