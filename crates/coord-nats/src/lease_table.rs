@@ -89,6 +89,9 @@ impl LeaseState {
 pub(crate) struct LeaseHandle {
     id: LeaseId,
     dead: AtomicBool,
+    /// Whether this process grants or renews the lease. What it knows of another process's
+    /// lease goes stale at that process's next renewal, so it is read again at every use.
+    renewed_here: AtomicBool,
     /// `None` until loaded from the store (a lease granted by another process).
     state: tokio::sync::Mutex<Option<LeaseState>>,
 }
@@ -109,6 +112,7 @@ impl LeaseTable {
                 Arc::new(LeaseHandle {
                     id: id.clone(),
                     dead: AtomicBool::new(false),
+                    renewed_here: AtomicBool::new(false),
                     state: tokio::sync::Mutex::new(None),
                 })
             })
@@ -359,7 +363,12 @@ impl NatsCoordinator {
         self.rewrite_record(&handle, state, Some(key.clone()), op, deadline)
             .await?;
         let sent_at = Instant::now();
-        let seq = write(state.ttl).await?;
+        let written = write(state.ttl).await;
+        if !handle.renewed_here.load(Ordering::Acquire) {
+            *guard = None;
+            return written;
+        }
+        let seq = written?;
         state.keys.insert(
             key,
             Some(Bound {
@@ -375,6 +384,7 @@ impl NatsCoordinator {
     async fn renew(&self, id: &LeaseId, deadline: Instant) -> CoordResult<Duration> {
         let op = Operation::RenewLease;
         let handle = self.leases().handle(id);
+        handle.renewed_here.store(true, Ordering::Release);
         let mut guard = self.lock_state(&handle, op, deadline).await?;
         let Some(state) = guard.as_mut() else {
             return Err(lost(id));
@@ -513,6 +523,7 @@ impl LeaseStore for NatsCoordinator {
         self.leases().insert(LeaseHandle {
             id: id.clone(),
             dead: AtomicBool::new(false),
+            renewed_here: AtomicBool::new(true),
             state: tokio::sync::Mutex::new(Some(LeaseState {
                 ttl,
                 record_seq: seq,
@@ -548,5 +559,51 @@ impl LeaseStore for NatsCoordinator {
                     self.kv().config.call_timeout,
                 ))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(sent_at: Instant) -> Option<Bound> {
+        Some(Bound {
+            seq: 1,
+            term: 1,
+            value: Bytes::new(),
+            sent_at,
+        })
+    }
+
+    #[test]
+    fn a_lease_may_have_expired_once_any_write_is_a_ttl_old() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(2);
+        let key = |name: &str| BoundKey {
+            bucket: "b".into(),
+            name: name.into(),
+        };
+        let mut state = LeaseState {
+            ttl,
+            record_seq: 1,
+            record_sent_at: t0 + Duration::from_secs(1),
+            keys: BTreeMap::from([(key("fresh"), bound(t0 + Duration::from_secs(1)))]),
+        };
+        assert!(!state.may_have_expired(t0 + Duration::from_millis(2900)));
+        assert!(state.may_have_expired(t0 + Duration::from_secs(3)));
+        // A key whose renewal failed keeps its older send time, and decides.
+        state.keys.insert(key("stale"), bound(t0));
+        assert!(state.may_have_expired(t0 + Duration::from_secs(2)));
+        // Keys whose sequence is unknown here do not count.
+        state.keys.insert(key("stale"), None);
+        assert!(!state.may_have_expired(t0 + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn lease_ids_must_be_key_names() {
+        assert!(check_id(&LeaseId::new("01a2111fa95a778b84a97edbc20d5f30")).is_ok());
+        for bad in ["", "a.b", "a b", "a*"] {
+            assert!(check_id(&LeaseId::new(bad)).is_err(), "{bad:?}");
+        }
     }
 }
