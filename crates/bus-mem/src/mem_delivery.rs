@@ -19,6 +19,27 @@ pub(crate) struct MemDeliveryStream {
     pub(crate) shared: Arc<Shared>,
     pub(crate) stream: String,
     pub(crate) consumer: String,
+    /// This subscriber's identity, for exclusive consumers' pins.
+    pub(crate) holder: u64,
+}
+
+/// How long a waiting subscriber sleeps at most: it pulls again, which keeps its pin.
+const MAX_WAIT: Duration = Duration::from_millis(250);
+
+impl Drop for MemDeliveryStream {
+    fn drop(&mut self) {
+        // A dropped subscriber releases its pin at once.
+        let mut state = self.shared.lock();
+        if let Some(consumer) = state
+            .get_mut(&self.stream)
+            .and_then(|s| s.consumers.get_mut(&self.consumer))
+            && consumer.pin.is_some_and(|p| p.holder == self.holder)
+        {
+            consumer.pin = None;
+        }
+        drop(state);
+        self.shared.changed.notify_waiters();
+    }
 }
 
 #[async_trait]
@@ -31,7 +52,7 @@ impl DeliveryStream for MemDeliveryStream {
             } else {
                 let mut state = self.shared.lock();
                 match state.get_mut(&self.stream) {
-                    Some(stream) => stream.next_for(&self.consumer, Instant::now()),
+                    Some(stream) => stream.next_for(&self.consumer, self.holder, Instant::now()),
                     None => return Some(Err(BusError::Closed)),
                 }
             };
@@ -56,6 +77,7 @@ impl DeliveryStream for MemDeliveryStream {
                     }));
                 }
                 Ready::WaitUntil(Some(at)) => {
+                    let at = at.min(Instant::now() + MAX_WAIT);
                     tokio::select! {
                         _ = notified => {}
                         _ = tokio::time::sleep_until(at) => {}
@@ -65,7 +87,7 @@ impl DeliveryStream for MemDeliveryStream {
                     // Also wake now and then: `set_down(false)` notifies, but be robust.
                     tokio::select! {
                         _ = notified => {}
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = tokio::time::sleep(MAX_WAIT) => {}
                     }
                 }
             }

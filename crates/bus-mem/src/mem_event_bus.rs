@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
@@ -38,6 +39,7 @@ pub(crate) struct Shared {
     pub(crate) changed: Notify,
     down: AtomicBool,
     max_payload: usize,
+    next_holder: AtomicU64,
 }
 
 impl Shared {
@@ -85,6 +87,7 @@ impl MemEventBus {
                 changed: Notify::new(),
                 down: AtomicBool::new(false),
                 max_payload,
+                next_holder: AtomicU64::new(1),
             }),
         }
     }
@@ -177,6 +180,7 @@ impl EventBus for MemEventBus {
                         spec: spec.clone(),
                         next: 1,
                         pending: Default::default(),
+                        pin: None,
                     },
                 );
             }
@@ -185,6 +189,7 @@ impl EventBus for MemEventBus {
             shared: self.shared.clone(),
             stream: spec.stream.clone(),
             consumer: spec.durable.clone(),
+            holder: self.shared.next_holder.fetch_add(1, Ordering::Relaxed),
         }))
     }
 

@@ -24,6 +24,13 @@ pub(crate) struct Pending {
     pub(crate) due: Instant,
 }
 
+/// Which subscriber of an exclusive consumer gets deliveries, and when it last pulled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pin {
+    pub(crate) holder: u64,
+    pub(crate) last_pull: Instant,
+}
+
 /// A durable consumer's position.
 #[derive(Debug)]
 pub(crate) struct ConsumerState {
@@ -31,6 +38,7 @@ pub(crate) struct ConsumerState {
     /// The next stream sequence not yet delivered.
     pub(crate) next: u64,
     pub(crate) pending: BTreeMap<u64, Pending>,
+    pub(crate) pin: Option<Pin>,
 }
 
 /// What the next delivery of a consumer is, if any is ready.
@@ -97,11 +105,26 @@ impl MemStream {
             .get(usize::try_from(sequence.checked_sub(1)?).ok()?)
     }
 
-    /// The next delivery of `consumer`: a due redelivery first, then the next new message.
-    pub(crate) fn next_for(&mut self, consumer: &str, now: Instant) -> Ready {
+    /// The next delivery of `consumer` for subscriber `holder`: a due redelivery first, then
+    /// the next new message; nothing for a standby subscriber of an exclusive consumer.
+    pub(crate) fn next_for(&mut self, consumer: &str, holder: u64, now: Instant) -> Ready {
         let Some(state) = self.consumers.get_mut(consumer) else {
             return Ready::WaitUntil(None);
         };
+        if let Some(timeout) = state.spec.exclusive {
+            match &mut state.pin {
+                Some(pin) if pin.holder == holder => pin.last_pull = now,
+                Some(pin) if now.saturating_duration_since(pin.last_pull) < timeout => {
+                    return Ready::WaitUntil(Some(pin.last_pull + timeout));
+                }
+                _ => {
+                    state.pin = Some(Pin {
+                        holder,
+                        last_pull: now,
+                    })
+                }
+            }
+        }
         // Redeliveries, lowest sequence first; past max_deliver JetStream stops delivering.
         let max_deliver = state.spec.max_deliver;
         state

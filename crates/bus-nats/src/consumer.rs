@@ -111,6 +111,7 @@ impl Consumer {
         spec.ack_wait = config.ack_wait;
         spec.max_deliver = config.retry.max_deliver;
         spec.max_ack_pending = config.max_ack_pending;
+        spec.exclusive = config.exclusive;
         let deliveries = bus.subscribe(&spec).await?;
         let cancel = CancellationToken::new();
         let worker = Worker {

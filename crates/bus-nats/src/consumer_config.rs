@@ -28,13 +28,20 @@ pub struct ConsumerConfig {
     pub max_ack_pending: u32,
     /// How long ids of events without a key are remembered (at least 24 hours by default).
     pub seen_retention: Duration,
+    /// Pin timeout of the exclusive (pinned-client) consumer: only one instance at a time gets
+    /// the deliveries, so per-key order holds even if two processes run the same consumer; a
+    /// standby takes over once the holder has not pulled for this long. `None` (the default):
+    /// not exclusive; run one instance per shard's consumer yourself (on the shard's owner).
+    /// A pull that is reopened after an error starts on standby, so with a pin the consumer
+    /// pauses for up to the pin timeout after each reconnect.
+    pub exclusive: Option<Duration>,
     /// Shadow mode: read, decide and run the handler, but commit nothing, publish no dead
     /// letter, and acknowledge every delivery (consumers are read-only during a rollout).
     pub shadow: bool,
 }
 
 impl ConsumerConfig {
-    /// Defaults: 30 s ack wait, 256 outstanding, 24 h retention, not shadow.
+    /// Defaults: 30 s ack wait, 256 outstanding, 24 h retention, not exclusive, not shadow.
     pub fn new(
         name: impl Into<String>,
         stream: impl Into<String>,
@@ -52,6 +59,7 @@ impl ConsumerConfig {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 256,
             seen_retention: Duration::from_secs(24 * 3600),
+            exclusive: None,
             shadow: false,
         }
     }

@@ -13,11 +13,16 @@ use cluster_core::event::DeliveryAck;
 use cluster_core::event::DeliveryStream;
 use futures::StreamExt;
 
+/// The priority group of exclusive consumers.
+pub(crate) const PRIORITY_GROUP: &str = "owner";
+
 /// A pull consumer's messages; the pull is reopened after any error.
 pub(crate) struct NatsDeliveryStream {
     consumer: PullConsumer,
     batch: usize,
     heartbeat: Duration,
+    expires: Duration,
+    exclusive: bool,
     messages: Option<jetstream::consumer::pull::Stream>,
 }
 
@@ -26,11 +31,21 @@ impl NatsDeliveryStream {
         consumer: PullConsumer,
         max_ack_pending: u32,
         call_timeout: Duration,
+        exclusive: Option<Duration>,
     ) -> Self {
+        let heartbeat = call_timeout.clamp(Duration::from_millis(500), Duration::from_secs(5));
+        // A pinned client keeps its pin only while it pulls: expire pulls well within the pin
+        // timeout.
+        let expires = match exclusive {
+            Some(pin) => (pin / 3).clamp(Duration::from_millis(1000), heartbeat * 4),
+            None => heartbeat * 4,
+        };
         NatsDeliveryStream {
             consumer,
             batch: usize::try_from(max_ack_pending.clamp(1, 256)).unwrap_or(256),
-            heartbeat: call_timeout.clamp(Duration::from_millis(500), Duration::from_secs(5)),
+            heartbeat: heartbeat.min(expires / 2),
+            expires,
+            exclusive: exclusive.is_some(),
             messages: None,
         }
     }
@@ -42,14 +57,16 @@ impl DeliveryStream for NatsDeliveryStream {
         let messages = match &mut self.messages {
             Some(m) => m,
             None => {
-                let opened = self
+                let mut builder = self
                     .consumer
                     .stream()
                     .max_messages_per_batch(self.batch)
                     .heartbeat(self.heartbeat)
-                    .expires(self.heartbeat * 4)
-                    .messages()
-                    .await;
+                    .expires(self.expires);
+                if self.exclusive {
+                    builder = builder.group(PRIORITY_GROUP);
+                }
+                let opened = builder.messages().await;
                 match opened {
                     Ok(m) => self.messages.insert(m),
                     Err(e) => return Some(Err(BusError::unavailable(BusOperation::Receive, e))),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::AckPolicy;
 use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::PriorityPolicy;
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::StorageType;
@@ -22,6 +23,7 @@ use cluster_core::event::SubscriptionSpec;
 
 use crate::config::NatsBusConfig;
 use crate::nats_delivery::NatsDeliveryStream;
+use crate::nats_delivery::PRIORITY_GROUP;
 use crate::nats_error;
 
 /// The EventBus port over NATS JetStream. Cheap to clone; clones share the connection.
@@ -171,6 +173,17 @@ impl EventBus for NatsEventBus {
             ack_wait: spec.ack_wait,
             max_deliver: i64::from(spec.max_deliver),
             max_ack_pending: i64::from(spec.max_ack_pending),
+            priority_policy: if spec.exclusive.is_some() {
+                PriorityPolicy::PinnedClient
+            } else {
+                PriorityPolicy::None
+            },
+            priority_groups: if spec.exclusive.is_some() {
+                vec![PRIORITY_GROUP.to_owned()]
+            } else {
+                Vec::new()
+            },
+            priority_timeout: spec.exclusive.unwrap_or(Duration::ZERO),
             ..Default::default()
         };
         let consumer = self
@@ -185,6 +198,7 @@ impl EventBus for NatsEventBus {
             consumer,
             spec.max_ack_pending,
             self.config.call_timeout,
+            spec.exclusive,
         )))
     }
 

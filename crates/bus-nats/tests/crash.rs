@@ -126,6 +126,8 @@ async fn publisher_sigkilled_mid_stream_loses_nothing_it_resolved() {
     let nats = NatsServer::start_with(NatsOptions::durable())
         .await
         .unwrap();
+    // The children reach NATS through a proxy, so the test can cut them off.
+    let proxy = FaultProxy::start(nats.client_addr()).unwrap();
     let files = Files::new();
     let subjects = subjects();
     let direct = bus(&nats.url()).await;
@@ -136,7 +138,7 @@ async fn publisher_sigkilled_mid_stream_loses_nothing_it_resolved() {
     let vars = |mode: &str| {
         vec![
             (ROLE, "publisher".to_owned()),
-            ("NATS_URL", nats.url()),
+            ("NATS_URL", proxy.url("nats")),
             ("OUTBOX", files.path("outbox.db").display().to_string()),
             ("PREFIX", subjects.prefix().to_string()),
             ("MODE", mode.to_owned()),
@@ -144,13 +146,22 @@ async fn publisher_sigkilled_mid_stream_loses_nothing_it_resolved() {
     };
     let mut resolved: Vec<String> = Vec::new();
     {
-        tracing::info!("a publisher process runs; SIGKILL after 300 resolved events");
+        tracing::info!(
+            "a publisher process runs; cut off from NATS after 200 resolved events, SIGKILLed once 200 more went to its outbox"
+        );
         let mut child = spawn_child("child_publisher", &vars("run"));
         let lines = resolved_lines(&mut child);
-        while resolved.len() < 300 {
+        let mut outboxed = 0;
+        while outboxed < 200 {
+            if resolved.len() == 200 {
+                proxy.set_mode(Mode::Blackhole);
+            }
             let line = lines
                 .recv_timeout(Duration::from_secs(30))
                 .expect("publisher child stalled");
+            if line.ends_with(" outboxed") {
+                outboxed += 1;
+            }
             resolved.push(line);
         }
         child.kill().unwrap();
@@ -164,6 +175,7 @@ async fn publisher_sigkilled_mid_stream_loses_nothing_it_resolved() {
             first_run,
             "a new publisher process on the same outbox publishes more"
         );
+        proxy.heal();
         let mut child = spawn_child("child_publisher", &vars("finish"));
         let lines = resolved_lines(&mut child);
         loop {

@@ -49,6 +49,19 @@ async fn replicated_streams_survive_a_member_loss() {
         TestMetrics::new().publisher(),
     )
     .unwrap();
+    // The consumer runs throughout, on the member the publisher uses.
+    let db = files.path("consumer.db");
+    let mut config = consumer_config("c", &subjects, &db);
+    config.stream = topo.events_stream();
+    let _consumer = Consumer::start(
+        bus.clone(),
+        config,
+        registry(),
+        RecordingHandler::new(),
+        TestMetrics::new().consumer("c"),
+    )
+    .await
+    .unwrap();
     let mut ids = Vec::new();
     {
         tracing::info!("publish with all members up");
@@ -79,18 +92,6 @@ async fn replicated_streams_survive_a_member_loss() {
     }
     {
         tracing::info!("every event is delivered, in order, once");
-        let db = files.path("consumer.db");
-        let mut config = consumer_config("c", &subjects, &db);
-        config.stream = topo.events_stream();
-        let _consumer = Consumer::start(
-            bus.clone(),
-            config,
-            registry(),
-            RecordingHandler::new(),
-            TestMetrics::new().consumer("c"),
-        )
-        .await
-        .unwrap();
         eventually("60 applied", Duration::from_secs(30), || {
             effects(&db).len() == 60
         })

@@ -19,6 +19,9 @@
 //!   again with a higher `delivered` count, up to `max_deliver` deliveries; `term` stops
 //!   redelivery. Acknowledged messages are not delivered again to the same durable consumer,
 //!   including after it is resubscribed.
+//! - **Exclusive.** With `exclusive` set, one subscriber of a durable consumer at a time gets
+//!   deliveries; another gets them only once the first is dropped or has not pulled for the
+//!   pin timeout.
 //! - **Position.** [`EventBus::consumer_position`] tells a durable consumer's ack floor (every
 //!   stream sequence up to it is acknowledged) and the highest stream sequence delivered to it;
 //!   [`EventBus::read`] returns a stored message by sequence. After a crash, deliveries still
@@ -133,6 +136,9 @@ pub struct SubscriptionSpec {
     pub max_deliver: u32,
     /// The most deliveries outstanding (unacknowledged) at once.
     pub max_ack_pending: u32,
+    /// Deliver to one subscriber at a time (JetStream: a pinned-client priority group); others
+    /// stand by. The pin moves once its holder is dropped or stops pulling for this long.
+    pub exclusive: Option<Duration>,
 }
 
 impl SubscriptionSpec {
@@ -149,6 +155,7 @@ impl SubscriptionSpec {
             ack_wait: Duration::from_secs(30),
             max_deliver: 50,
             max_ack_pending: 1000,
+            exclusive: None,
         }
     }
 

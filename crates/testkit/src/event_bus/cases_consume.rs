@@ -156,3 +156,66 @@ pub async fn position_and_read_show_outstanding_deliveries<H: BusHarness>(h: &mu
         );
     }
 }
+
+/// An exclusive consumer delivers to one subscriber at a time; a standby takes over once the
+/// holder is gone.
+pub async fn exclusive_consumer_delivers_to_one_subscriber_at_a_time<H: BusHarness>(h: &mut H) {
+    let bus = h.bus().await;
+    let other = h.bus().await;
+    let f = fixture(bus.as_ref()).await;
+    let mut spec = SubscriptionSpec::new(&f.stream.name, "owner", vec![]);
+    spec.exclusive = Some(Duration::from_secs(2));
+    spec.ack_wait = Duration::from_secs(1);
+    let mut holder = bus.subscribe(&spec).await.unwrap();
+    bus.publish(message(&f.subject("x"), "m0", "0"))
+        .await
+        .unwrap();
+    {
+        tracing::info!("the first subscriber takes the pin");
+        let d = recv(&mut holder, "first", WAIT).await;
+        d.ack.ack().await.unwrap();
+    }
+    // The standby pulls all along; what it gets comes out of this channel.
+    let (tx, mut standby) = tokio::sync::mpsc::unbounded_channel();
+    let standby_task = {
+        let mut deliveries = other.subscribe(&spec).await.unwrap();
+        tokio::spawn(async move {
+            while let Some(next) = deliveries.next().await {
+                if let Ok(d) = next {
+                    let payload = d.payload.clone();
+                    let _ = d.ack.ack().await;
+                    if tx.send(payload).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    {
+        tracing::info!("while the holder pulls, the standby gets nothing");
+        for i in 1..4 {
+            bus.publish(message(&f.subject("x"), &format!("m{i}"), &i.to_string()))
+                .await
+                .unwrap();
+            let d = recv(&mut holder, "holder keeps receiving", WAIT).await;
+            assert_eq!(d.payload, i.to_string().as_bytes());
+            d.ack.ack().await.unwrap();
+        }
+        assert!(
+            standby.try_recv().is_err(),
+            "the standby received while pinned elsewhere"
+        );
+    }
+    {
+        tracing::info!("the holder goes away: the standby takes over");
+        drop(holder);
+        bus.publish(message(&f.subject("x"), "m4", "4"))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), standby.recv())
+            .await
+            .expect("standby never took over");
+        assert_eq!(got.as_deref(), Some(&b"4"[..]));
+    }
+    standby_task.abort();
+}
