@@ -18,7 +18,7 @@ use cluster_core::naming::Namespace;
 use tokio::time::Instant;
 
 use crate::error::JsFailure;
-use crate::kv::bound_key;
+use crate::kv::{TermDeleted, bound_key};
 use crate::{NatsCoordinator, contention};
 
 /// How often a conditional write is retried when a renewal moved the key under it.
@@ -188,8 +188,8 @@ impl ClaimStore for NatsCoordinator {
                 .delete_term(&claim.resource, claim.token.get(), None, op, deadline)
                 .await?
             {
-                None => Ok(()),
-                Some(current) => Err(Self::stale_claim(claim, current)),
+                TermDeleted::Deleted => Ok(()),
+                TermDeleted::AlreadyOver { current } => Err(Self::stale_claim(claim, current)),
             }
         })
         .await

@@ -24,6 +24,15 @@ use crate::{NatsCoordinator, contention, watch};
 /// How often a conditional write is retried when the key moved under it.
 const ATTEMPTS: usize = 5;
 
+/// What [`NatsCoordinator::delete_term`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TermDeleted {
+    /// The term's value was deleted.
+    Deleted,
+    /// The term had ended already; `current` is the term there now, if any.
+    AlreadyOver { current: Option<u64> },
+}
+
 /// The bucket-and-name of a key.
 pub(crate) fn bound_key(key: &Key) -> BoundKey {
     BoundKey {
@@ -165,8 +174,7 @@ impl NatsCoordinator {
     }
 
     /// Deletes the value at `key` whose term is `term` (and, if given, bound to `lease`);
-    /// renewals may move its revision meanwhile. `Ok(None)` if it was deleted, else the term
-    /// found instead (`Some(None)`: no value).
+    /// renewals may move its revision meanwhile.
     pub(crate) async fn delete_term(
         &self,
         key: &Key,
@@ -174,18 +182,20 @@ impl NatsCoordinator {
         lease: Option<&LeaseId>,
         op: Operation,
         deadline: Instant,
-    ) -> CoordResult<Option<Option<u64>>> {
+    ) -> CoordResult<TermDeleted> {
         for _ in 0..ATTEMPTS {
             let stored = self.read(key, op, deadline).await?;
             let Some((seq, live)) = stored.as_ref().and_then(|s| s.live().map(|l| (s.seq, l)))
             else {
-                return Ok(Some(None));
+                return Ok(TermDeleted::AlreadyOver { current: None });
             };
             if live.term != term || (lease.is_some() && live.lease.as_ref() != lease) {
-                return Ok(Some(Some(live.term)));
+                return Ok(TermDeleted::AlreadyOver {
+                    current: Some(live.term),
+                });
             }
             match self.tombstone(key, seq, deadline).await {
-                Ok(_) => return Ok(None),
+                Ok(_) => return Ok(TermDeleted::Deleted),
                 Err(JsFailure::WrongLastSequence) => {}
                 Err(e) => return Err(e.into_coord(op)),
             }
