@@ -5,6 +5,7 @@
 //! active-passive app (`ledger`) and a ring app (`jobs`, 64 partitions by default) on real etcd;
 //! `cargo xtask demo` runs three of them and shows a failover.
 
+pub mod failover_bench;
 pub mod history;
 
 pub mod orchestrator;

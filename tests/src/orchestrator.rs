@@ -62,6 +62,16 @@ impl DemoCluster {
     }
 
     fn command(&self, name: &str, history: &Path, http_file: &Path) -> Command {
+        self.command_with(name, history, http_file, &self.settings.etcd)
+    }
+
+    fn command_with(
+        &self,
+        name: &str,
+        history: &Path,
+        http_file: &Path,
+        etcd: &[String],
+    ) -> Command {
         let s = &self.settings;
         let mut cmd = Command::new(&self.bin);
         cmd.arg("node")
@@ -70,7 +80,7 @@ impl DemoCluster {
             .arg("--node")
             .arg(name)
             .arg("--etcd")
-            .arg(s.etcd.join(","))
+            .arg(etcd.join(","))
             .arg("--ttl-ms")
             .arg(s.ttl.as_millis().to_string())
             .arg("--margin-ms")
@@ -94,13 +104,19 @@ impl DemoCluster {
 
     /// Starts node `name` (again, if it ran before: same history file).
     pub fn start(&mut self, name: &str) -> std::io::Result<()> {
+        let etcd = self.settings.etcd.clone();
+        self.start_via(name, &etcd)
+    }
+
+    /// Starts node `name` reaching etcd at `etcd` (e.g. through a fault proxy).
+    pub fn start_via(&mut self, name: &str, etcd: &[String]) -> std::io::Result<()> {
         let history = self.dir.join(format!("{name}.history.jsonl"));
         let http_file = self.dir.join(format!("{name}.http"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{name}.log")))?;
-        let mut cmd = self.command(name, &history, &http_file);
+        let mut cmd = self.command_with(name, &history, &http_file, etcd);
         cmd.stdout(log.try_clone()?).stderr(log);
         let child = testkit::process::spawn_supervised(cmd)?;
         self.nodes.insert(

@@ -62,7 +62,8 @@ pub(crate) fn run(target: &str) -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(bus()),
-        other => anyhow::bail!("unknown bench target {other:?} (known: bus)"),
+        "failover" => crate::demo::bench_failover(),
+        other => anyhow::bail!("unknown bench target {other:?} (known: bus, failover)"),
     }
 }
 

@@ -10,26 +10,67 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// Runs the demo; with `hold`, keeps the servers up until Ctrl-C afterwards.
-pub(crate) fn run(hold: bool) -> anyhow::Result<()> {
-    crate::deps::run()?;
+/// Builds the demo node (release with `release`) and returns its path.
+fn build_demo_node(release: bool) -> anyhow::Result<std::path::PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     println!("demo: building the demo node");
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "cluster-tests",
-            "--bin",
-            "demo-node",
-        ])
-        .status()
-        .context("running cargo build")?;
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "cluster-tests",
+        "--bin",
+        "demo-node",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo build")?;
     if !status.success() {
         bail!("building the demo node failed ({status})");
     }
-    let bin = crate::test::target_dir().join("debug").join("demo-node");
+    let profile = if release { "release" } else { "debug" };
+    Ok(crate::test::target_dir().join(profile).join("demo-node"))
+}
+
+/// `cargo xtask bench failover`: the demo node's failover benchmark on a fresh etcd.
+pub(crate) fn bench_failover() -> anyhow::Result<()> {
+    crate::deps::run()?;
+    let bin = build_demo_node(true)?;
+    let trials = std::env::var("CLUSTER_BENCH_TRIALS").unwrap_or_else(|_| "20".into());
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let etcd = testkit::EtcdServer::start()
+            .await
+            .context("starting etcd")?;
+        println!(
+            "bench failover: etcd {} at {}, lease ttl 2 s, margin 600 ms, {trials} trials",
+            etcd.version(),
+            etcd.url()
+        );
+        let dir = tempfile_dir()?;
+        let status = tokio::process::Command::new(&bin)
+            .args(["bench", "--etcd", &etcd.url(), "--trials", &trials, "--dir"])
+            .arg(&dir)
+            .status()
+            .await
+            .context("running the failover benchmark")?;
+        if !status.success() {
+            bail!(
+                "the failover benchmark failed ({status}); logs in {}",
+                dir.display()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    })
+}
+
+/// Runs the demo; with `hold`, keeps the servers up until Ctrl-C afterwards.
+pub(crate) fn run(hold: bool) -> anyhow::Result<()> {
+    crate::deps::run()?;
+    let bin = build_demo_node(false)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {
         let nats = testkit::NatsServer::start_with(testkit::NatsOptions::durable())

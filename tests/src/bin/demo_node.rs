@@ -32,6 +32,21 @@ enum Cmd {
     Node(NodeArgs),
     /// Run the three-node failover demo against an etcd.
     Demo(DemoArgs),
+    /// Measure failover side by side with `etcdctl lock` on the same etcd.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// etcd client URL.
+    #[arg(long)]
+    etcd: String,
+    /// Directory for histories and logs.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Trials per series.
+    #[arg(long, default_value_t = 20)]
+    trials: usize,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -85,6 +100,18 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Node(args) => runtime.block_on(run_node(args)),
         Cmd::Demo(args) => demo(args),
+        Cmd::Bench(args) => {
+            std::fs::create_dir_all(&args.dir)?;
+            let bin = std::env::current_exe()?;
+            let series =
+                cluster_tests::failover_bench::run(&bin, &args.dir, &args.etcd, args.trials)?;
+            println!("| series | trials | p50 ms | p99 ms | max ms |");
+            println!("| --- | --- | --- | --- | --- |");
+            for s in series {
+                println!("{}", s.row());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -125,7 +152,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
                         last = at;
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
     }
@@ -197,19 +224,22 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
                 let kv = ctx.fenced_kv().ok_or("active-passive terms are fenced")?;
                 kv.put("leader", ctx.app.node().as_str()).await?;
                 let (cancel, token) = (ctx.cancel.clone(), ctx.token.get());
-                let history = history.clone();
+                {
+                    // Records the moment the term's work is cancelled, nothing else.
+                    let (cancel, history) = (cancel.clone(), history.clone());
+                    tokio::spawn(async move {
+                        cancel.cancelled().await;
+                        history.record(Some("ledger"), "cancelled", token, None, None);
+                    });
+                }
                 tokio::spawn(async move {
                     let mut beats = 0u64;
-                    loop {
+                    while !cancel.is_cancelled() {
+                        beats += 1;
+                        let _ = kv.put("heartbeat", beats.to_string()).await;
                         tokio::select! {
-                            _ = cancel.cancelled() => {
-                                history.record(Some("ledger"), "cancelled", token, None, None);
-                                return;
-                            }
-                            _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                                beats += 1;
-                                let _ = kv.put("heartbeat", beats.to_string()).await;
-                            }
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                         }
                     }
                 });

@@ -1,0 +1,244 @@
+//! The failover benchmark: our nodes against etcd's own lock on the same etcd, in the same run.
+//!
+//! Trials of each kind alternate with the peer's so machine noise hits both alike:
+//!
+//! - **SIGKILL -> new leader's `on_active`**: two demo nodes; the leader is SIGKILLed; measured
+//!   until the standby's `on_active` ran (from its history, CLOCK_MONOTONIC).
+//! - **peer, `etcdctl lock --ttl=2`**: a holder and a waiter; the holder is SIGKILLed; measured
+//!   until the waiter prints that it holds the lock.
+//! - **`step_down()` -> new leader's `on_active`**: SIGUSR1 to the leader.
+//! - **loss of leadership -> cancellation fired**: the leader's connection to etcd is blackholed
+//!   (a FaultProxy); measured from its session deadline to its leader work's cancellation.
+//! - **node join -> ring settled**: a node joins two others; measured until the ring's last
+//!   partition moved to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::history::{Record, mono_ns};
+use crate::orchestrator::{DemoCluster, DemoSettings};
+
+/// Milliseconds at the `q` quantile (nearest rank) of `values`.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Figures of one measured series, in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// What was measured.
+    pub name: String,
+    /// Each trial.
+    pub samples: Vec<f64>,
+}
+
+impl Series {
+    fn new(name: &str) -> Self {
+        Series {
+            name: name.to_owned(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// `name  n  p50  p99  max` as a table row.
+    pub fn row(&self) -> String {
+        format!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} |",
+            self.name,
+            self.samples.len(),
+            quantile(&self.samples, 0.5),
+            quantile(&self.samples, 0.99),
+            self.samples.iter().copied().fold(0.0, f64::max)
+        )
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn first_record(records: &[Record], after: u64, event: &str) -> Option<u64> {
+    records
+        .iter()
+        .filter(|r| r.event == event && r.mono_ns > after)
+        .map(|r| r.mono_ns)
+        .min()
+}
+
+/// Runs every series with `trials` trials each against etcd at `etcd`; returns the series.
+pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<Vec<Series>> {
+    use anyhow::Context;
+    let etcdctl = testkit::tools::Tool::Etcdctl.locate()?.path;
+    let settings = DemoSettings {
+        platform: format!("bench-{}", std::process::id()),
+        etcd: vec![etcd.to_owned()],
+        ttl: Duration::from_secs(2),
+        margin: Duration::from_millis(600),
+        partitions: 64,
+        work: false,
+    };
+    let limit = Duration::from_secs(60);
+    let mut ours = Series::new("ours: SIGKILL leader -> new leader's on_active");
+    let mut peer = Series::new("etcdctl lock --ttl=2: SIGKILL holder -> waiter holds");
+    let mut step_down = Series::new("ours: step_down() -> new leader's on_active");
+    let mut cancel = Series::new("ours: session deadline -> leader work cancelled");
+    let mut join = Series::new("ours: node joins -> ring settled (64 partitions)");
+
+    let mut cluster = DemoCluster::new(bin, dir, settings.clone());
+    cluster.start("a")?;
+    cluster.start("b")?;
+    for trial in 0..trials {
+        // Ours: SIGKILL.
+        let (leader, _) = cluster
+            .wait_for(limit, |c| c.leader("ledger"))
+            .context("no leader")?;
+        let standby = if leader == "a" { "b" } else { "a" };
+        // Let the standby be settled in the queue before the kill.
+        std::thread::sleep(Duration::from_millis(300));
+        let killed = mono_ns();
+        cluster.kill(&leader);
+        let took = cluster
+            .wait_for(limit, |c| {
+                first_record(&c.history(standby), killed, "active")
+            })
+            .context("no failover")?;
+        ours.samples.push(ms(took - killed));
+        cluster.start(&leader)?;
+        cluster
+            .wait_for(limit, |c| {
+                first_record(&c.history(&leader), killed, "passive")
+            })
+            .context("restarted node did not rejoin")?;
+
+        // Peer: etcdctl lock with the same TTL, on the same etcd.
+        let name = format!("/bench-{}/lock-{trial}", std::process::id());
+        let spawn = |name: &str| {
+            Command::new(&etcdctl)
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={etcd}"))
+                .args(["lock", "--ttl=2", name])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+        };
+        let mut holder = spawn(&name)?;
+        let mut holder_out = BufReader::new(holder.stdout.take().context("holder stdout")?);
+        let mut line = String::new();
+        holder_out.read_line(&mut line)?;
+        let mut waiter = spawn(&name)?;
+        let waiter_out = waiter.stdout.take().context("waiter stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(waiter_out);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(mono_ns());
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let killed = mono_ns();
+        holder.kill()?;
+        let _ = holder.wait();
+        let got = rx
+            .recv_timeout(limit)
+            .context("etcdctl waiter never got the lock")?;
+        peer.samples.push(ms(got - killed));
+        let _ = waiter.kill();
+        let _ = waiter.wait();
+
+        // Ours: step-down.
+        let (leader, _) = cluster
+            .wait_for(limit, |c| c.leader("ledger"))
+            .context("no leader")?;
+        let other = if leader == "a" { "b" } else { "a" };
+        std::thread::sleep(Duration::from_millis(200));
+        let asked = mono_ns();
+        cluster.signal(&leader, libc::SIGUSR1);
+        let took = cluster
+            .wait_for(limit, |c| first_record(&c.history(other), asked, "active"))
+            .context("no handover")?;
+        step_down.samples.push(ms(took - asked));
+    }
+
+    // Loss of leadership: a third node reaches etcd through a proxy that is then blackholed.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let etcd_addr: std::net::SocketAddr = etcd
+        .trim_start_matches("http://")
+        .parse()
+        .context("etcd URL is not host:port")?;
+    for _ in 0..trials {
+        let proxy = {
+            let _guard = runtime.enter();
+            testkit::FaultProxy::start(etcd_addr)?
+        };
+        cluster.stop("a", limit);
+        cluster.stop("b", limit);
+        cluster.start_via("p", &[proxy.url("http")])?;
+        let started = mono_ns();
+        cluster
+            .wait_for(limit, |c| first_record(&c.history("p"), started, "active"))
+            .context("proxied node did not lead")?;
+        cluster.start("a")?;
+        std::thread::sleep(Duration::from_millis(500));
+        let cut = mono_ns();
+        proxy.set_mode(testkit::Mode::Blackhole);
+        let cancelled = cluster
+            .wait_for(limit, |c| first_record(&c.history("p"), cut, "cancelled"))
+            .context("leader work never cancelled")?;
+        let deadline = cluster
+            .history("p")
+            .iter()
+            .filter(|r| r.event == "alive_until" && r.mono_ns <= cancelled + 1_000_000_000)
+            .map(|r| r.mono_ns)
+            .max()
+            .unwrap_or(cut);
+        cancel.samples.push(ms(cancelled.saturating_sub(deadline)));
+        cluster.kill("p");
+        proxy.heal();
+        cluster.stop("a", limit);
+        cluster.start("a")?;
+        cluster.start("b")?;
+    }
+
+    // Node join -> ring settled.
+    let joins = trials.min(10);
+    for _ in 0..joins {
+        cluster
+            .wait_for(limit, |c| {
+                let owners = c.ring_owners();
+                (owners.len() == 64 && owners.values().all(|o| o.len() == 1)).then_some(())
+            })
+            .context("ring not settled before the join")?;
+        let joined = mono_ns();
+        cluster.start("c")?;
+        let settled = cluster
+            .wait_for(limit, |c| {
+                let owned = c.ring_owners().values().filter(|o| o[0].0 == "c").count();
+                (owned >= 21).then(|| {
+                    c.history("c")
+                        .iter()
+                        .filter(|r| r.event == "own" && r.mono_ns > joined)
+                        .map(|r| r.mono_ns)
+                        .max()
+                })
+            })
+            .flatten()
+            .context("ring did not settle after the join")?;
+        join.samples.push(ms(settled - joined));
+        cluster.stop("c", limit);
+    }
+    cluster.stop("a", limit);
+    cluster.stop("b", limit);
+    Ok(vec![ours, peer, step_down, cancel, join])
+}
