@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use cluster_core::coordination::{
     CoordError, Coordinator, Expect, Key, KeyPrefix, LeaseId, MemberInfo, OwnershipClaim,
-    WatchEvent, WatchStart, WatchStream, WatchTarget, decode_claim,
+    WatchEvent, WatchStart, WatchStream, WatchTarget,
 };
 use cluster_core::ids::{FencingToken, NodeId, PartitionId};
 use cluster_core::naming::{NamespaceKind, namespace};
@@ -296,7 +296,11 @@ async fn open_watch(
 /// Applies a claims-watch event to the owners table, never going back in revision: a claim
 /// this node made (and recorded at once) is newer than a snapshot taken before it, and a delete
 /// of an older claim does not erase a newer one.
-fn apply_claims(owners: &mut [Option<(NodeId, FencingToken)>], event: WatchEvent) {
+fn apply_claims(
+    coord: &dyn Coordinator,
+    owners: &mut [Option<(NodeId, FencingToken)>],
+    event: WatchEvent,
+) {
     fn newer(current: &Option<(NodeId, FencingToken)>, revision: u64) -> bool {
         current.as_ref().is_some_and(|(_, t)| t.get() > revision)
     }
@@ -304,7 +308,7 @@ fn apply_claims(owners: &mut [Option<(NodeId, FencingToken)>], event: WatchEvent
         WatchEvent::Snapshot { entries, revision } => {
             let mut seen: BTreeMap<u32, (NodeId, FencingToken)> = BTreeMap::new();
             for e in entries {
-                if let (Some(p), Some(c)) = (partition_of_key(&e.key), decode_claim(&e)) {
+                if let (Some(p), Some(c)) = (partition_of_key(&e.key), coord.claim_from_entry(&e)) {
                     seen.insert(p, (c.owner, c.token));
                 }
             }
@@ -315,7 +319,7 @@ fn apply_claims(owners: &mut [Option<(NodeId, FencingToken)>], event: WatchEvent
             }
         }
         WatchEvent::Put(e) => {
-            if let (Some(p), Some(c)) = (partition_of_key(&e.key), decode_claim(&e))
+            if let (Some(p), Some(c)) = (partition_of_key(&e.key), coord.claim_from_entry(&e))
                 && let Some(slot) = owners.get_mut(p as usize)
                 && !newer(slot, c.token.get())
             {
@@ -419,7 +423,7 @@ impl RingNode {
                 tokio::select! {
                     _ = stop.cancelled() => break 'outer,
                     event = claims.next() => match event {
-                        Some(Ok(event)) => self.view_tx.send_modify(|v| apply_claims(&mut v.owners, event)),
+                        Some(Ok(event)) => self.view_tx.send_modify(|v| apply_claims(coord.as_ref(), &mut v.owners, event)),
                         _ => continue 'outer,
                     },
                     event = assignment.next() => match event {

@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use cluster_core::coordination::{
-    ClaimRecord, ClaimStore, ConflictDetail, CoordError, CoordResult, Expect, Key, LeaseId,
-    MemberInfo, MembershipStore, Operation, OwnershipClaim,
+    ClaimRecord, ClaimStore, ConflictDetail, CoordError, CoordResult, Expect, Key, KvEntry,
+    LeaseId, MemberInfo, MembershipStore, Operation, OwnershipClaim,
 };
 use cluster_core::ids::{FencingToken, NodeId, Revision};
 use cluster_core::naming::Namespace;
@@ -96,6 +96,14 @@ impl NatsCoordinator {
 
 #[async_trait]
 impl ClaimStore for NatsCoordinator {
+    /// The token is the term carried with the value (the entry's `created`), not the revision,
+    /// which every renewal moves.
+    fn claim_from_entry(&self, entry: &KvEntry) -> Option<OwnershipClaim> {
+        let mut claim = cluster_core::coordination::decode_claim(entry)?;
+        claim.token = FencingToken::from(entry.created?);
+        Some(claim)
+    }
+
     async fn claim(
         &self,
         resource: &Key,

@@ -49,7 +49,8 @@ pub struct ClaimRecord {
     pub lease: String,
 }
 
-/// Decodes a claim from a resource's entry, its token being the entry's revision.
+/// Decodes a claim from a resource's entry, its token being the entry's revision (backends
+/// whose revisions move without an owner change override [`ClaimStore::claim_from_entry`]).
 pub fn decode_claim(entry: &KvEntry) -> Option<OwnershipClaim> {
     let record: ClaimRecord = serde_json::from_slice(&entry.value).ok()?;
     Some(OwnershipClaim {
@@ -149,6 +150,12 @@ pub trait ClaimStore: KvStore {
             Ok(false) | Err(CoordError::Conflict { .. }) => Err(self.stale(claim).await),
             Err(e) => Err(e),
         }
+    }
+
+    /// The claim an entry of a claim key holds, as this backend encodes it (watchers of claim
+    /// keys use this; the default takes the entry's revision as the token).
+    fn claim_from_entry(&self, entry: &KvEntry) -> Option<OwnershipClaim> {
+        decode_claim(entry)
     }
 
     /// The resource's current claim, if any.
