@@ -111,6 +111,7 @@ async fn status(State(p): State<Platform>) -> impl IntoResponse {
         "state": p.state(),
         "ready": p.is_ready(),
         "health": p.health().status(),
+        "health_state": p.node_health(),
         "session": session.map(|s| serde_json::json!({
             "lease": s.lease().as_str(),
             "ttl_ms": s.ttl().as_millis() as u64,

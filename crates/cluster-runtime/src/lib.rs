@@ -48,6 +48,7 @@ pub mod metric_names;
 mod owned_work;
 mod platform;
 mod ring;
+mod self_health;
 mod sessions;
 mod slots;
 mod timing;

@@ -181,6 +181,7 @@ impl PlatformBuilder {
                 apps: Mutex::new(Vec::new()),
                 audit: Mutex::new(None),
                 state: watch::channel(NodeState::Starting).0,
+                self_health: watch::channel(cluster_core::node_health::HealthState::Joining).0,
                 bound_http: Mutex::new(None),
             }),
         })
@@ -232,6 +233,7 @@ pub(crate) struct Inner {
     pub(crate) apps: Mutex<Vec<Arc<RegisteredApp>>>,
     audit: Mutex<Option<Audit>>,
     pub(crate) state: watch::Sender<NodeState>,
+    self_health: watch::Sender<cluster_core::node_health::HealthState>,
     bound_http: Mutex<Option<SocketAddr>>,
 }
 
@@ -348,6 +350,11 @@ impl Platform {
     /// The last moment this node may act on its current session, if it has a live one.
     pub fn session_deadline(&self) -> Option<cluster_core::time::MonoTime> {
         self.inner.sessions.current().and_then(|s| s.safe_until())
+    }
+
+    /// This node's health state as it judges itself (joining, alive, suspect, dead, left).
+    pub fn node_health(&self) -> cluster_core::node_health::HealthState {
+        *self.inner.self_health.borrow()
     }
 
     /// The live members this node sees.
@@ -527,6 +534,11 @@ impl Platform {
         let lifecycle = tokio::spawn(self.clone().keep_joined(first, stop.clone()));
         tokio::spawn(self.clone().watch_members(audit, stop.clone()));
         tokio::spawn(self.clone().dispatch_health(stop.clone()));
+        tokio::spawn(crate::self_health::track(
+            self.clone(),
+            inner.self_health.clone(),
+            stop.clone(),
+        ));
         let app_stop = CancellationToken::new();
         let mut drivers = Vec::new();
         let apps: Vec<Arc<RegisteredApp>> =

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cluster_core::coordination::CoordError;
+use cluster_core::node_health::HealthState;
 use cluster_runtime::{App, Role, RuntimeError};
 use common::{Log, Node, eventually, start_node};
 use coord_mem::{LinkMode, MemCoordinator};
@@ -325,6 +326,14 @@ async fn store_outage_stops_every_leader_and_one_leads_again_after() {
     .await;
     tokio::time::sleep(common::TTL * 3).await;
     assert!(leaders(&nodes).is_empty());
+    for n in &nodes {
+        assert_eq!(
+            n.platform.node_health(),
+            HealthState::Dead,
+            "{} judges itself dead for its lost session",
+            n.name
+        );
+    }
 
     tracing::info!("store back: exactly one leads, with a larger token");
     store.set_store_down(false);
@@ -339,6 +348,12 @@ async fn store_outage_stops_every_leader_and_one_leads_again_after() {
     assert!(new_token > token);
     eventually("all ready again", Duration::from_secs(20), || {
         nodes.iter().all(|n| n.platform.is_ready())
+    })
+    .await;
+    eventually("all alive again", Duration::from_secs(20), || {
+        nodes
+            .iter()
+            .all(|n| n.platform.node_health() == HealthState::Alive)
     })
     .await;
 }
