@@ -27,6 +27,7 @@ pub mod metric_definitions;
 mod nats_delivery;
 mod nats_error;
 mod nats_event_bus;
+mod object_store;
 mod outbox;
 mod publish_error;
 mod publisher;
@@ -41,6 +42,7 @@ pub use consumer_config::ConsumerConfig;
 pub use event_handler::{EventHandler, HandlerError};
 pub use metric_definitions::{ConsumerMetrics, PublisherMetrics};
 pub use nats_event_bus::NatsEventBus;
+pub use object_store::{NatsObjectStore, ObjectBucketSpec};
 pub use outbox::{Outbox, OutboxEntry, OutboxError, StoredEntry};
 pub use publish_error::PublishError;
 pub use publisher::{

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod lease;
 pub mod naming;
 pub mod node_health;
+pub mod object_store;
 pub mod placement;
 pub mod rate_limiter;
 pub mod rebalance;

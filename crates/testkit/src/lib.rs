@@ -25,6 +25,7 @@ pub mod etcd;
 pub mod event_bus;
 pub mod fault_proxy;
 pub mod nats;
+pub mod object_store;
 pub mod probe;
 pub mod process;
 pub mod redis;

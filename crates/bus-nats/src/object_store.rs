@@ -1,0 +1,332 @@
+//! `NatsObjectStore`: the ObjectStore port over a JetStream Object Store bucket.
+//!
+//! Objects are chunked into the bucket's stream; a put publishes the chunks, then the
+//! description (rolled up per name), so an object is visible only once whole. A get reads the
+//! description, then the chunks it names, and checks the SHA-256 digest; when an overwrite
+//! purges those chunks mid-read it starts again from the new description, so a reader gets one
+//! whole version. Every call is bounded by the call timeout and maps transport trouble to
+//! `Unavailable`.
+
+use std::time::Duration;
+use std::time::SystemTime;
+
+use async_nats::jetstream;
+use async_nats::jetstream::object_store::{
+    self as nats_os, DeleteErrorKind, GetErrorKind, InfoErrorKind, ObjectMetadata,
+};
+use async_nats::jetstream::stream::StorageType;
+use async_trait::async_trait;
+use cluster_core::object_store::{
+    Object, ObjectInfo, ObjectName, ObjectOperation, ObjectStore, ObjectStoreError,
+};
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+
+use crate::config::NatsBusConfig;
+
+/// Chunk size for puts: large enough for few round trips, well under the default max payload.
+const CHUNK_SIZE: usize = 256 * 1024;
+
+/// How a bucket is created when it does not exist yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectBucketSpec {
+    /// The bucket's name (`[A-Za-z0-9_-]`), e.g. `Namespace::bucket()`.
+    pub name: String,
+    /// Copies kept (1, or 3 on a cluster for durability without `sync_interval: always`).
+    pub replicas: usize,
+    /// The bucket's size limit in bytes; `None` for no limit.
+    pub max_bytes: Option<u64>,
+}
+
+impl ObjectBucketSpec {
+    /// One replica, no size limit.
+    pub fn new(name: impl Into<String>) -> ObjectBucketSpec {
+        ObjectBucketSpec {
+            name: name.into(),
+            replicas: 1,
+            max_bytes: None,
+        }
+    }
+}
+
+/// The ObjectStore port over a NATS Object Store bucket. Cheap to clone.
+#[derive(Clone)]
+pub struct NatsObjectStore {
+    client: async_nats::Client,
+    bucket: nats_os::ObjectStore,
+    name: String,
+    call_timeout: Duration,
+}
+
+impl std::fmt::Debug for NatsObjectStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsObjectStore")
+            .field("bucket", &self.name)
+            .field("state", &self.client.connection_state())
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NatsCallFailed(String);
+
+fn unavailable(operation: ObjectOperation, e: impl std::fmt::Display) -> ObjectStoreError {
+    ObjectStoreError::unavailable(operation, NatsCallFailed(e.to_string()))
+}
+
+fn to_info(info: &nats_os::ObjectInfo) -> Option<ObjectInfo> {
+    let name = ObjectName::new(info.name.clone()).ok()?;
+    Some(ObjectInfo {
+        name,
+        size: info.size as u64,
+        digest: info.digest.clone(),
+        modified: info.modified.map(|t| {
+            SystemTime::UNIX_EPOCH + Duration::from_nanos(t.unix_timestamp_nanos().max(0) as u64)
+        }),
+    })
+}
+
+impl NatsObjectStore {
+    /// Connects and opens the bucket, creating it from `spec` if it does not exist.
+    pub async fn connect(
+        config: NatsBusConfig,
+        spec: &ObjectBucketSpec,
+    ) -> Result<NatsObjectStore, ObjectStoreError> {
+        let op = ObjectOperation::Open;
+        let mut options = async_nats::ConnectOptions::new()
+            .name(config.name.clone())
+            .connection_timeout(config.connect_timeout)
+            .ping_interval(config.ping_interval)
+            .request_timeout(Some(config.call_timeout))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempt| {
+                Duration::from_millis(100 * 2u64.pow(attempt.min(4) as u32))
+                    .min(Duration::from_secs(1))
+            });
+        if config.ignore_discovered_servers {
+            options = options.ignore_discovered_servers();
+        }
+        let client = match tokio::time::timeout(
+            config.connect_timeout * 2,
+            options.connect(config.url.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(unavailable(op, e)),
+            Err(_) => return Err(ObjectStoreError::timed_out(op, config.connect_timeout * 2)),
+        };
+        NatsObjectStore::open(client, config.call_timeout, spec).await
+    }
+
+    /// Opens the bucket on an existing connection, creating it from `spec` if needed.
+    pub async fn open(
+        client: async_nats::Client,
+        call_timeout: Duration,
+        spec: &ObjectBucketSpec,
+    ) -> Result<NatsObjectStore, ObjectStoreError> {
+        let op = ObjectOperation::Open;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(call_timeout);
+        let open = async {
+            match js.get_object_store(&spec.name).await {
+                Ok(bucket) => Ok(bucket),
+                Err(_) => js
+                    .create_object_store(nats_os::Config {
+                        bucket: spec.name.clone(),
+                        storage: StorageType::File,
+                        num_replicas: spec.replicas,
+                        max_bytes: spec
+                            .max_bytes
+                            .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| {
+                        // A refusal names the bucket config; anything else is transport.
+                        if e.to_string().contains("timed out") {
+                            unavailable(op, e)
+                        } else {
+                            ObjectStoreError::refused(op, e.to_string())
+                        }
+                    }),
+            }
+        };
+        let bucket = tokio::time::timeout(call_timeout * 2, open)
+            .await
+            .map_err(|_| ObjectStoreError::timed_out(op, call_timeout * 2))??;
+        Ok(NatsObjectStore {
+            client,
+            bucket,
+            name: spec.name.clone(),
+            call_timeout,
+        })
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.name
+    }
+
+    async fn bounded<T, F>(
+        &self,
+        operation: ObjectOperation,
+        limit: Duration,
+        f: F,
+    ) -> Result<T, ObjectStoreError>
+    where
+        F: Future<Output = Result<T, ObjectStoreError>>,
+    {
+        match tokio::time::timeout(limit, f).await {
+            Ok(r) => r,
+            Err(_) => Err(ObjectStoreError::timed_out(operation, limit)),
+        }
+    }
+
+    /// Time allowed for moving `size` bytes: the call timeout plus a second per 32 MiB.
+    fn budget(&self, size: usize) -> Duration {
+        self.call_timeout + Duration::from_secs((size / (32 << 20)) as u64)
+    }
+
+    async fn info(
+        &self,
+        name: &ObjectName,
+    ) -> Result<Option<nats_os::ObjectInfo>, ObjectStoreError> {
+        let op = ObjectOperation::Get;
+        self.bounded(op, self.call_timeout, async {
+            match self.bucket.info(name.as_str()).await {
+                Ok(info) if info.deleted => Ok(None),
+                Ok(info) => Ok(Some(info)),
+                Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
+                Err(e) if e.kind() == InfoErrorKind::InvalidName => {
+                    Err(ObjectStoreError::InvalidName {
+                        name: name.to_string(),
+                        reason: "rejected by the NATS object store",
+                    })
+                }
+                Err(e) => Err(unavailable(op, e)),
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ObjectStore for NatsObjectStore {
+    async fn put(&self, name: &ObjectName, data: Vec<u8>) -> Result<ObjectInfo, ObjectStoreError> {
+        let op = ObjectOperation::Put;
+        let limit = self.budget(data.len());
+        self.bounded(op, limit, async {
+            let meta = ObjectMetadata {
+                name: name.to_string(),
+                chunk_size: Some(CHUNK_SIZE),
+                ..Default::default()
+            };
+            let mut reader: &[u8] = &data;
+            let info = self
+                .bucket
+                .put(meta, &mut reader)
+                .await
+                .map_err(|e| unavailable(op, e))?;
+            to_info(&info).ok_or_else(|| ObjectStoreError::refused(op, "stored under another name"))
+        })
+        .await
+    }
+
+    async fn get(&self, name: &ObjectName) -> Result<Option<Object>, ObjectStoreError> {
+        let op = ObjectOperation::Get;
+        // An overwrite purges the chunks a reader is following; it then starts over from the
+        // new description. Bounded so a name overwritten without pause still ends.
+        let mut last_error = None;
+        for _ in 0..5 {
+            let Some(described) = self.info(name).await? else {
+                return Ok(None);
+            };
+            let limit = self.budget(described.size);
+            let read = self
+                .bounded(op, limit, async {
+                    let mut object = match self.bucket.get(name.as_str()).await {
+                        Ok(o) => o,
+                        Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
+                        Err(e) => return Err(unavailable(op, e)),
+                    };
+                    let info = object.info().clone();
+                    let mut data = Vec::with_capacity(info.size);
+                    object
+                        .read_to_end(&mut data)
+                        .await
+                        .map_err(|e| unavailable(op, e))?;
+                    Ok(Some((info, data)))
+                })
+                .await;
+            match read {
+                Ok(None) => return Ok(None),
+                Ok(Some((info, data))) if data.len() == info.size => {
+                    let info = to_info(&info).ok_or_else(|| {
+                        ObjectStoreError::refused(op, "object stored under an invalid name")
+                    })?;
+                    return Ok(Some(Object { info, data }));
+                }
+                Ok(Some((info, data))) => {
+                    last_error = Some(ObjectStoreError::Corrupt {
+                        name: name.to_string(),
+                        detail: format!("read {} of {} bytes", data.len(), info.size),
+                    });
+                }
+                Err(e) => {
+                    // Retry only if the object changed under us; otherwise report.
+                    match self.info(name).await {
+                        Ok(Some(now)) if now.nuid != described.nuid => last_error = Some(e),
+                        Ok(None) => return Ok(None),
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| unavailable(op, "object kept changing while read")))
+    }
+
+    async fn head(&self, name: &ObjectName) -> Result<Option<ObjectInfo>, ObjectStoreError> {
+        Ok(self.info(name).await?.as_ref().and_then(to_info))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectStoreError> {
+        let op = ObjectOperation::List;
+        self.bounded(op, self.call_timeout * 2, async {
+            let mut list = self.bucket.list().await.map_err(|e| unavailable(op, e))?;
+            let mut out = Vec::new();
+            while let Some(entry) = list.next().await {
+                let entry = entry.map_err(|e| unavailable(op, e))?;
+                if entry.deleted || !entry.name.starts_with(prefix) {
+                    continue;
+                }
+                if let Some(info) = to_info(&entry) {
+                    out.push(info);
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &ObjectName) -> Result<bool, ObjectStoreError> {
+        let op = ObjectOperation::Delete;
+        if self.info(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.bounded(op, self.call_timeout, async {
+            match self.bucket.delete(name.as_str()).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == DeleteErrorKind::NotFound => Ok(false),
+                Err(e) => Err(unavailable(op, e)),
+            }
+        })
+        .await
+    }
+
+    fn max_object_size(&self) -> Option<u64> {
+        None
+    }
+}

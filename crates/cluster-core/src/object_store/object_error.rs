@@ -1,0 +1,131 @@
+//! Errors of the ObjectStore port.
+
+use std::sync::Arc;
+
+/// The cause behind an [`ObjectStoreError::Unavailable`], kept shareable.
+pub type ObjectErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Which object store operation failed, for errors and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ObjectOperation {
+    /// Opening or creating the bucket.
+    Open,
+    /// Storing an object.
+    Put,
+    /// Reading an object or its description.
+    Get,
+    /// Listing objects.
+    List,
+    /// Deleting an object.
+    Delete,
+}
+
+impl ObjectOperation {
+    /// A short lowercase label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ObjectOperation::Open => "open",
+            ObjectOperation::Put => "put",
+            ObjectOperation::Get => "get",
+            ObjectOperation::List => "list",
+            ObjectOperation::Delete => "delete",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an object store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectStoreError {
+    /// The store could not be reached or did not answer in time. Retryable; a put that failed
+    /// this way may still have been stored.
+    #[error("object store unavailable during {operation}: {source}")]
+    Unavailable {
+        /// What was being done.
+        operation: ObjectOperation,
+        /// The underlying failure.
+        #[source]
+        source: ObjectErrorSource,
+    },
+    /// The name breaks the naming rules.
+    #[error("invalid object name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// The object is larger than the store accepts.
+    #[error("object of {size} bytes exceeds the store limit of {max} bytes")]
+    TooLarge {
+        /// The object's size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The stored bytes do not match what the store recorded for them.
+    #[error("object {name} is damaged: {detail}")]
+    Corrupt {
+        /// The object.
+        name: String,
+        /// What did not match.
+        detail: String,
+    },
+    /// The store refused the request (bad bucket config, permissions, a full disk).
+    #[error("object store refused {operation}: {detail}")]
+    Refused {
+        /// What was being done.
+        operation: ObjectOperation,
+        /// The store's answer.
+        detail: String,
+    },
+}
+
+impl ObjectStoreError {
+    /// An [`ObjectStoreError::Unavailable`] from any error.
+    pub fn unavailable(
+        operation: ObjectOperation,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ObjectStoreError::Unavailable {
+            operation,
+            source: Arc::new(source),
+        }
+    }
+
+    /// An [`ObjectStoreError::Unavailable`] for a call that got no answer within `after`.
+    pub fn timed_out(operation: ObjectOperation, after: std::time::Duration) -> Self {
+        ObjectStoreError::unavailable(operation, crate::coordination::DeadlineExceeded { after })
+    }
+
+    /// An [`ObjectStoreError::Refused`].
+    pub fn refused(operation: ObjectOperation, detail: impl Into<String>) -> Self {
+        ObjectStoreError::Refused {
+            operation,
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ObjectStoreError::Unavailable { .. })
+    }
+
+    /// A short label for metrics.
+    pub fn as_metrics_label(&self) -> &'static str {
+        match self {
+            ObjectStoreError::Unavailable { .. } => "unavailable",
+            ObjectStoreError::InvalidName { .. } => "invalid_name",
+            ObjectStoreError::TooLarge { .. } => "too_large",
+            ObjectStoreError::Corrupt { .. } => "corrupt",
+            ObjectStoreError::Refused { .. } => "refused",
+        }
+    }
+}
