@@ -1,0 +1,232 @@
+//! `GenerationRegistry`: generation records in the coordinator, changed only by CAS.
+//!
+//! Keys in the app's `wal` namespace: `head` (`{"current": g}`) and `gen/{g:016x}` (a
+//! [`GenerationRecord`]). Starting a generation creates its record (`Expect::Absent`) and moves
+//! the head: with the primary's [`Fence`] (`put_if_held`, so a fenced-out primary cannot) or by
+//! CAS on the head's revision when there is no election. Sealing a generation is a CAS on its
+//! record's revision; a seal, once written, is never changed.
+
+use std::sync::Arc;
+
+use cluster_core::coordination::{
+    ConflictDetail, CoordError, Expect, Fence, Key, KvEntry, KvStore,
+};
+use cluster_core::ids::{FencingToken, Revision};
+use cluster_core::naming::Namespace;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ReplicationError, ReplicationResult};
+use crate::generation::{FenceRecord, GenerationRecord};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Head {
+    current: u64,
+}
+
+/// Generation records of one replicated database.
+#[derive(Clone)]
+pub struct GenerationRegistry {
+    kv: Arc<dyn KvStore>,
+    namespace: Namespace,
+}
+
+impl std::fmt::Debug for GenerationRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerationRegistry")
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(entry: &KvEntry) -> ReplicationResult<T> {
+    serde_json::from_slice(&entry.value).map_err(|e| ReplicationError::Conflict {
+        generation: 0,
+        detail: format!("unreadable record {}: {e}", entry.key),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl GenerationRegistry {
+    /// Records under `namespace` (normally the app's `wal` namespace).
+    pub fn new(kv: Arc<dyn KvStore>, namespace: Namespace) -> GenerationRegistry {
+        GenerationRegistry { kv, namespace }
+    }
+
+    fn head_key(&self) -> ReplicationResult<Key> {
+        Ok(Key::new(self.namespace.clone(), "head")?)
+    }
+
+    fn record_key(&self, generation: u64) -> ReplicationResult<Key> {
+        Ok(Key::new(
+            self.namespace.clone(),
+            format!("gen/{generation:016x}"),
+        )?)
+    }
+
+    /// The current generation's record, with its revision.
+    pub async fn current(&self) -> ReplicationResult<Option<(GenerationRecord, Revision)>> {
+        let Some(head) = self.kv.get(&self.head_key()?).await? else {
+            return Ok(None);
+        };
+        let head: Head = decode(&head)?;
+        self.record(head.current).await
+    }
+
+    /// A generation's record, with its revision.
+    pub async fn record(
+        &self,
+        generation: u64,
+    ) -> ReplicationResult<Option<(GenerationRecord, Revision)>> {
+        match self.kv.get(&self.record_key(generation)?).await? {
+            Some(entry) => Ok(Some((decode(&entry)?, entry.revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// The generation that continues `parent`, if one was started.
+    pub async fn child_of(&self, generation: u64) -> ReplicationResult<Option<GenerationRecord>> {
+        let Some((current, _)) = self.current().await? else {
+            return Ok(None);
+        };
+        // Walk back from the head: generations are few and chains short.
+        let mut g = current.generation;
+        let mut child: Option<GenerationRecord> = None;
+        while g > generation {
+            match self.record(g).await? {
+                Some((record, _)) => {
+                    child = Some(record);
+                    g -= 1;
+                }
+                None => g -= 1,
+            }
+            if let Some(c) = &child {
+                if c.generation == generation + 1 || g == generation {
+                    break;
+                }
+            }
+        }
+        Ok(child.filter(|c| c.generation > generation))
+    }
+
+    /// Starts generation `record.generation` as the new head. With a fence, the head moves only
+    /// while the fence stands; without, only if the head is still at `expected_head`.
+    pub async fn start(
+        &self,
+        record: &GenerationRecord,
+        fence: Option<&Fence>,
+    ) -> ReplicationResult<Revision> {
+        let generation = record.generation;
+        let head_key = self.head_key()?;
+        let head = self.kv.get(&head_key).await?;
+        if let Some(entry) = &head {
+            let current: Head = decode(entry)?;
+            if current.current >= generation {
+                return Err(ReplicationError::Conflict {
+                    generation,
+                    detail: format!("head is already at generation {}", current.current),
+                });
+            }
+        }
+        let revision = match self
+            .kv
+            .put(
+                &self.record_key(generation)?,
+                encode(record),
+                Expect::Absent,
+                None,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(CoordError::Conflict { .. }) => {
+                return Err(ReplicationError::Conflict {
+                    generation,
+                    detail: "the generation was already started".into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let value = encode(&Head {
+            current: generation,
+        });
+        let moved = match fence {
+            Some(fence) => self.kv.put_if_held(&head_key, value, fence).await,
+            None => {
+                let expect = head.map_or(Expect::Absent, |e| Expect::Revision(e.revision));
+                self.kv.put(&head_key, value, expect, None).await
+            }
+        };
+        match moved {
+            Ok(_) => Ok(revision),
+            Err(CoordError::StaleToken { presented, .. }) => Err(ReplicationError::Fenced {
+                token: presented.get(),
+            }),
+            Err(CoordError::Conflict { detail, .. }) => Err(ReplicationError::Conflict {
+                generation,
+                detail: detail.to_string(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Seals `generation` at `through` by CAS; returns the seal that stands (an earlier seal
+    /// by someone else wins, and is returned instead).
+    pub async fn seal(&self, generation: u64, through: u64) -> ReplicationResult<u64> {
+        let key = self.record_key(generation)?;
+        loop {
+            let Some(entry) = self.kv.get(&key).await? else {
+                return Err(ReplicationError::Conflict {
+                    generation,
+                    detail: "no record to seal".into(),
+                });
+            };
+            let mut record: GenerationRecord = decode(&entry)?;
+            if let Some(sealed) = record.sealed_through {
+                return Ok(sealed);
+            }
+            record.sealed_through = Some(through);
+            match self
+                .kv
+                .put(
+                    &key,
+                    encode(&record),
+                    Expect::Revision(entry.revision),
+                    None,
+                )
+                .await
+            {
+                Ok(_) => return Ok(through),
+                Err(CoordError::Conflict {
+                    detail: ConflictDetail::RevisionMoved { .. },
+                    ..
+                }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Whether the fence of `record` still stands: its key exists at the record's token.
+    pub async fn fence_stands(&self, record: &GenerationRecord) -> ReplicationResult<bool> {
+        let Some(fence) = &record.fence else {
+            // Without an election there is one writer; nothing fences it out.
+            return Ok(true);
+        };
+        let key = Key::new(fence.namespace.clone(), fence.name.clone())?;
+        Ok(self
+            .kv
+            .get(&key)
+            .await?
+            .is_some_and(|e| FencingToken::from(e.revision) == FencingToken::new(record.token)))
+    }
+}
+
+/// The record of a fence, for a generation record.
+pub(crate) fn fence_record(fence: &Fence) -> FenceRecord {
+    FenceRecord {
+        namespace: fence.key.namespace().clone(),
+        name: fence.key.name().to_owned(),
+    }
+}
