@@ -86,31 +86,6 @@ impl GenerationRegistry {
         }
     }
 
-    /// The generation that continues `parent`, if one was started.
-    pub async fn child_of(&self, generation: u64) -> ReplicationResult<Option<GenerationRecord>> {
-        let Some((current, _)) = self.current().await? else {
-            return Ok(None);
-        };
-        // Walk back from the head: generations are few and chains short.
-        let mut g = current.generation;
-        let mut child: Option<GenerationRecord> = None;
-        while g > generation {
-            match self.record(g).await? {
-                Some((record, _)) => {
-                    child = Some(record);
-                    g -= 1;
-                }
-                None => g -= 1,
-            }
-            if let Some(c) = &child {
-                if c.generation == generation + 1 || g == generation {
-                    break;
-                }
-            }
-        }
-        Ok(child.filter(|c| c.generation > generation))
-    }
-
     /// Starts generation `record.generation` as the new head. With a fence, the head moves only
     /// while the fence stands; without, only if the head is still at `expected_head`.
     pub async fn start(

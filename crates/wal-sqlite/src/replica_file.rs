@@ -147,11 +147,6 @@ impl ReplicaFile {
         })
     }
 
-    /// The replica's path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Applies `set` atomically with respect to every SQLite reader of the replica.
     pub(crate) fn apply(&mut self, set: &PageSet) -> ReplicationResult<()> {
         self.conn.execute_batch("BEGIN EXCLUSIVE")?;

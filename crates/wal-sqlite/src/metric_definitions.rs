@@ -1,0 +1,26 @@
+//! Every metric this crate records, by its exact name.
+//!
+//! | name | type | what |
+//! | --- | --- | --- |
+//! | `wal_replication_lag_seconds` | gauge | age of the oldest captured change not yet acknowledged by the store |
+//! | `wal_segments_shipped_total` | counter | segments acknowledged by the store |
+//! | `wal_bytes_shipped_total` | counter | segment bytes acknowledged by the store |
+//! | `wal_segments_applied_total` | counter | segments applied to a replica |
+//! | `wal_snapshot_age_seconds` | gauge | age of the newest snapshot this node took |
+//! | `wal_generation` | gauge | the generation being written or followed |
+//! | `wal_store_degraded` | gauge | 1 while segment puts fail, else 0 |
+
+/// `wal_replication_lag_seconds`.
+pub const LAG_SECONDS: &str = "wal_replication_lag_seconds";
+/// `wal_segments_shipped_total`.
+pub const SEGMENTS_SHIPPED: &str = "wal_segments_shipped_total";
+/// `wal_bytes_shipped_total`.
+pub const BYTES_SHIPPED: &str = "wal_bytes_shipped_total";
+/// `wal_segments_applied_total`.
+pub const SEGMENTS_APPLIED: &str = "wal_segments_applied_total";
+/// `wal_snapshot_age_seconds`.
+pub const SNAPSHOT_AGE_SECONDS: &str = "wal_snapshot_age_seconds";
+/// `wal_generation`.
+pub const GENERATION: &str = "wal_generation";
+/// `wal_store_degraded`.
+pub const STORE_DEGRADED: &str = "wal_store_degraded";
