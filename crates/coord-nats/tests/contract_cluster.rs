@@ -143,4 +143,17 @@ async fn harness() -> ClusterHarness {
     }
 }
 
-testkit::coordination_contract_suite!(harness());
+// Every case pays for a fresh 3-node cluster and a meta-leader election after the kill (4-8 s
+// that NATS does not let us shorten), so the cluster runs the cases where replication and
+// failover change the outcome; all 24 cases run against a single server in contract.rs.
+testkit::coordination_contract_suite!(@cases harness();
+    lease_grant_renew_revoke,
+    lease_expiry_deletes_bound_keys,
+    session_lost_fires_before_store_expiry,
+    kv_conditional_writes,
+    watch_survives_store_restart,
+    election_resign_hands_over_with_larger_token,
+    election_killed_holder_replaced_with_larger_token,
+    claims_conflict_transfer_release,
+    store_down_gives_unavailable,
+);
