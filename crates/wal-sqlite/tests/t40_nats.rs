@@ -52,7 +52,9 @@ fn config() -> ReplicationConfig {
 async fn two_nodes_over_nats_with_store_outages_in_both_modes() {
     testkit::init_tracing();
     let _slot = testkit::test_slot().await;
-    let mut nats = NatsServer::start_with(NatsOptions::durable()).await.unwrap();
+    let mut nats = NatsServer::start_with(NatsOptions::durable())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let coord = Arc::new(coord_mem::MemCoordinator::new());
     let stores = nats_stores(&nats, coord.clone()).await;
