@@ -315,8 +315,10 @@ impl Engine {
         let registry = self.stores.registry.clone();
         let current = registry.current().await?;
         let generation = current.as_ref().map_or(1, |(r, _)| r.generation + 1);
-        if let (StartFrom::Snapshot, Some((old, _))) = (from, &current) {
-            if old.sealed_through.is_none() {
+        if let (StartFrom::Snapshot, Some((old, _))) = (from, &current)
+            && old.sealed_through.is_none()
+        {
+            {
                 // The history ends where its last contiguous segment does.
                 let present = restore::segment_indexes(&self.stores.wal, old.generation).await?;
                 let mut end = 0;

@@ -245,10 +245,9 @@ impl Restore {
             if let Some(at) = chain
                 .iter()
                 .position(|l| l.manifest.generation == snap.position.generation)
+                && chain[at].through.is_none_or(|th| snap.position.index <= th)
             {
-                if chain[at].through.is_none_or(|th| snap.position.index <= th) {
-                    return Ok((at, snap.clone()));
-                }
+                return Ok((at, snap.clone()));
             }
         }
         Err(ReplicationError::NoSnapshot {
@@ -367,13 +366,15 @@ impl Restore {
                     p.segment_bytes += size;
                 });
             }
-            if let Some(th) = link.through {
-                if position.generation == g && position.index < th && time_limit.is_none() {
-                    return Err(ReplicationError::MissingSegment {
-                        generation: g,
-                        index: position.index + 1,
-                    });
-                }
+            if let Some(th) = link.through
+                && position.generation == g
+                && position.index < th
+                && time_limit.is_none()
+            {
+                return Err(ReplicationError::MissingSegment {
+                    generation: g,
+                    index: position.index + 1,
+                });
             }
         }
         flush(&file, &temp, &mut pending, snap.page_size)?;

@@ -179,8 +179,10 @@ impl Standby {
             position,
             rebuilds: 0,
         };
-        if replica.exists() {
-            if let Some(applied) = load_applied(replica) {
+        if replica.exists()
+            && let Some(applied) = load_applied(replica)
+        {
+            {
                 let path = replica.to_owned();
                 let file = tokio::task::spawn_blocking(move || ReplicaFile::open(&path))
                     .await
