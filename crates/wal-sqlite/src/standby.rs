@@ -245,7 +245,8 @@ impl Standby {
         Ok(follower.applied.map(|a| a.position))
     }
 
-    /// Promotes this standby to primary of `primary` under `term` (see the module docs).
+    /// Promotes this standby to primary of `primary` under `term` (see the module docs). With
+    /// no history in the store at all, the database at `primary` starts the first generation.
     pub async fn promote(
         &self,
         primary: &Path,
@@ -265,6 +266,27 @@ impl Standby {
         emit(PromotionEvent::Started { position: from });
         emit(PromotionEvent::CatchupStarted { from });
         let before = follower.applied.map_or(0, |a| a.position.index);
+        if follower.applied.is_none() && self.shared.stores.registry.current().await?.is_none() {
+            // Nothing was ever replicated: this node's database (possibly new) is the start.
+            let replicator = Replicator::start(
+                primary,
+                node,
+                config,
+                self.shared.stores.clone(),
+                term,
+                StartFrom::Snapshot,
+            )
+            .await?;
+            let generation = replicator.stats().generation;
+            emit(PromotionEvent::Completed {
+                generation,
+                parent: Position {
+                    generation: 0,
+                    index: 0,
+                },
+            });
+            return Ok(replicator);
+        }
         follower.catch_up().await?;
         let applied = follower.applied.ok_or(ReplicationError::NoSnapshot {
             target: "anything to promote".into(),
