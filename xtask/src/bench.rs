@@ -4,6 +4,8 @@
 //! - `bus`: our `Publisher` (and `Consumer`) against raw async-nats JetStream publishes to the
 //!   same durable server (`sync_interval: always`, one replica, file storage) in the same run:
 //!   throughput with acks, p50/p99 publish-to-ack and publish-to-handler latency.
+//! - `wal`: `wal-sqlite` side by side with Litestream on the same nats-server (see
+//!   `bench_wal.rs`).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -21,6 +23,10 @@ use cluster_core::event::{
 };
 use cluster_core::ids::{FencingToken, NodeId, PartitionId};
 use futures::StreamExt;
+
+// The `wal` target lives in its own file, next to this one.
+#[path = "bench_wal.rs"]
+mod bench_wal;
 
 /// Events per measured run.
 const EVENTS: usize = 4000;
@@ -63,7 +69,18 @@ pub(crate) fn run(target: &str) -> anyhow::Result<()> {
             .build()?
             .block_on(bus()),
         "failover" => crate::demo::bench_failover(),
-        other => anyhow::bail!("unknown bench target {other:?} (known: bus, failover)"),
+        "wal" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(bench_wal::wal()),
+        // The replicator process of `wal`, started by it.
+        "wal-replicator" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(bench_wal::replicator_child()),
+        other => anyhow::bail!("unknown bench target {other:?} (known: bus, failover, wal)"),
     }
 }
 
