@@ -80,6 +80,7 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
     let settings = DemoSettings {
         platform: format!("bench-{}", std::process::id()),
         etcd: vec![etcd.to_owned()],
+        nats: None,
         ttl: Duration::from_secs(2),
         margin: Duration::from_millis(600),
         partitions: 64,

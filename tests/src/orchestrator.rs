@@ -14,6 +14,8 @@ pub struct DemoSettings {
     pub platform: String,
     /// etcd client URLs.
     pub etcd: Vec<String>,
+    /// NATS URL for audit events, if any.
+    pub nats: Option<String>,
     /// Lease TTL.
     pub ttl: Duration,
     /// Lease margin.
@@ -43,6 +45,8 @@ pub struct DemoCluster {
     dir: PathBuf,
     settings: DemoSettings,
     nodes: BTreeMap<String, NodeProcess>,
+    /// Every SIGKILL sent, per node name, across restarts.
+    kills: BTreeMap<String, Vec<u64>>,
 }
 
 impl DemoCluster {
@@ -53,6 +57,7 @@ impl DemoCluster {
             dir: dir.to_path_buf(),
             settings,
             nodes: BTreeMap::new(),
+            kills: BTreeMap::new(),
         }
     }
 
@@ -98,6 +103,9 @@ impl DemoCluster {
             .stdin(Stdio::null());
         if s.work {
             cmd.arg("--work");
+        }
+        if let Some(nats) = &s.nats {
+            cmd.arg("--nats").arg(nats);
         }
         cmd
     }
@@ -174,7 +182,9 @@ impl DemoCluster {
         if signal == libc::SIGKILL
             && let Some(node) = self.nodes.get_mut(name)
         {
-            node.killed_at = Some(mono_ns());
+            let now = mono_ns();
+            node.killed_at = Some(now);
+            self.kills.entry(name.to_owned()).or_default().push(now);
             if let Some(mut child) = node.child.take() {
                 let _ = child.wait();
             }
@@ -315,30 +325,51 @@ impl DemoCluster {
         let mut spans: BTreeMap<u32, Vec<(u64, String, u64, u64)>> = BTreeMap::new();
         for (name, node) in &self.nodes {
             let records = history::read(&node.history);
-            let deadlines: Vec<u64> = records
+            let kills = self.kills.get(name).cloned().unwrap_or_default();
+            // One incarnation per process: a restarted node appends to the same file.
+            let mut starts: Vec<usize> = records
                 .iter()
-                .filter(|r| r.event == "alive_until")
-                .map(|r| r.mono_ns)
+                .enumerate()
+                .filter(|(_, r)| r.event == "started")
+                .map(|(i, _)| i)
                 .collect();
-            for (i, r) in records.iter().enumerate() {
-                if r.event != "own" {
-                    continue;
-                }
-                let Some(p) = r.partition else { continue };
-                let released = records[i + 1..]
+            if starts.first() != Some(&0) {
+                starts.insert(0, 0);
+            }
+            for (k, &from) in starts.iter().enumerate() {
+                let to = starts.get(k + 1).copied().unwrap_or(records.len());
+                let life = &records[from..to];
+                let begun = life.first().map_or(0, |r| r.mono_ns);
+                let ended_next = records.get(to).map_or(u64::MAX, |r| r.mono_ns);
+                let killed = kills
                     .iter()
-                    .find(|e| e.partition == Some(p) && e.event == "release")
-                    .map(|e| e.mono_ns);
-                let last_deadline = deadlines.iter().copied().filter(|d| *d >= r.mono_ns).max();
-                let end = [released, node.killed_at, last_deadline]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .unwrap_or(u64::MAX);
-                spans
-                    .entry(p)
-                    .or_default()
-                    .push((r.token, name.clone(), r.mono_ns, end));
+                    .copied()
+                    .find(|t| *t >= begun && *t < ended_next);
+                let deadlines: Vec<u64> = life
+                    .iter()
+                    .filter(|r| r.event == "alive_until")
+                    .map(|r| r.mono_ns)
+                    .collect();
+                for (i, r) in life.iter().enumerate() {
+                    if r.event != "own" {
+                        continue;
+                    }
+                    let Some(p) = r.partition else { continue };
+                    let released = life[i + 1..]
+                        .iter()
+                        .find(|e| e.partition == Some(p) && e.event == "release")
+                        .map(|e| e.mono_ns);
+                    let last_deadline = deadlines.iter().copied().filter(|d| *d >= r.mono_ns).max();
+                    let end = [released, killed, last_deadline]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    spans
+                        .entry(p)
+                        .or_default()
+                        .push((r.token, name.clone(), r.mono_ns, end));
+                }
             }
         }
         let mut violations = Vec::new();

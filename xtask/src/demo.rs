@@ -90,6 +90,8 @@ pub(crate) fn run(hold: bool) -> anyhow::Result<()> {
             .arg("demo")
             .arg("--etcd")
             .arg(etcd.url())
+            .arg("--nats")
+            .arg(nats.url())
             .arg("--dir")
             .arg(&dir)
             .status()

@@ -78,6 +78,9 @@ struct NodeArgs {
     /// Queue and run work items on owned partitions.
     #[arg(long)]
     work: bool,
+    /// NATS URL: audit events are published on JetStream there.
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +91,9 @@ struct DemoArgs {
     /// Directory for histories and logs.
     #[arg(long)]
     dir: PathBuf,
+    /// NATS URL for the nodes' audit events.
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -126,8 +132,13 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         ..EtcdConfig::new(args.etcd.clone())
     };
     let coord: Arc<dyn Coordinator> = Arc::new(EtcdCoordinator::connect(config).await?);
-    let platform = Platform::builder(&args.platform, &args.node)
-        .coordinator(coord)
+    let mut builder = Platform::builder(&args.platform, &args.node).coordinator(coord);
+    if let Some(url) = &args.nats {
+        let bus =
+            bus_nats::NatsEventBus::connect(bus_nats::NatsBusConfig::new(url.clone())).await?;
+        builder = builder.event_bus(Arc::new(bus));
+    }
+    let platform = builder
         .address(format!("pid-{}", std::process::id()))
         .lease_ttl(Duration::from_millis(args.ttl_ms))
         .lease_margin(Duration::from_millis(args.margin_ms))
@@ -398,6 +409,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let settings = DemoSettings {
         platform: format!("demo-{}", std::process::id()),
         etcd: args.etcd.clone(),
+        nats: args.nats.clone(),
         ttl: Duration::from_secs(2),
         margin: Duration::from_millis(600),
         partitions: 64,
@@ -484,5 +496,19 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         cluster.stop(name, Duration::from_secs(15));
     }
     println!("demo: all nodes stopped gracefully");
+    if let Some(url) = &args.nats {
+        let stream = format!("{}_audit", cluster.settings().platform.replace('-', "_"));
+        let runtime = tokio::runtime::Runtime::new()?;
+        let messages = runtime.block_on(async {
+            let client = async_nats::connect(url.as_str()).await?;
+            let mut stream = async_nats::jetstream::new(client)
+                .get_stream(&stream)
+                .await?;
+            anyhow::Ok(stream.info().await?.state.messages)
+        })?;
+        println!(
+            "demo: {messages} audit events (leader_acquired, partition_owned, member_left, ...) on NATS JetStream stream {stream}"
+        );
+    }
     Ok(())
 }

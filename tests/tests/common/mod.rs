@@ -27,6 +27,7 @@ pub(crate) async fn fixture(partitions: u32, work: bool) -> Fixture {
     let settings = DemoSettings {
         platform: "e2e".into(),
         etcd: vec![etcd.url()],
+        nats: None,
         ttl: TTL,
         margin: MARGIN,
         partitions,
