@@ -223,3 +223,60 @@ async fn promoted_standby_continues_and_the_fenced_out_primary_is_never_applied(
     c.stop().await.unwrap();
     b_rep.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_lease_deadline_a_primary_ships_nothing_and_sync_fails() {
+    testkit::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Arc::new(coord_mem::MemCoordinator::new());
+    let stores = dir_stores(dir.path(), coord.clone());
+    let db = dir.path().join("a.db");
+    let conn = open_ledger(&db);
+    let deadline = Arc::new(Mutex::new(Some(
+        tokio::time::Instant::now() + Duration::from_secs(3600),
+    )));
+    let d = deadline.clone();
+    let rep = Replicator::start(
+        &db,
+        "a",
+        fast_config(),
+        stores.clone(),
+        ReplicationTerm {
+            token: cluster_core::ids::FencingToken::new(7),
+            fence: None,
+            safe_until: Some(Arc::new(move || *d.lock().unwrap())),
+        },
+        StartFrom::Snapshot,
+    )
+    .await
+    .unwrap();
+    let before = {
+        tracing::info!("within the lease, sync succeeds");
+        write_tx(&conn, 1);
+        rep.sync().await.unwrap()
+    };
+    {
+        tracing::info!("the lease's safe deadline passes (a paused process wakes up late)");
+        *deadline.lock().unwrap() = Some(tokio::time::Instant::now() - Duration::from_millis(1));
+        write_tx(&conn, 2);
+        let err = rep.sync().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReplicationError::Fenced { token: 7 } | ReplicationError::Stopped
+            ),
+            "{err}"
+        );
+        rep.stopped().await;
+        assert!(rep.stats().fenced);
+    }
+    {
+        tracing::info!("nothing after the deadline reached the store");
+        let segments = stores.wal.list("gen/").await.unwrap();
+        let last = segments
+            .iter()
+            .filter(|i| i.name.as_str().contains("/seg/"))
+            .count() as u64;
+        assert_eq!(last, before.index);
+    }
+}
