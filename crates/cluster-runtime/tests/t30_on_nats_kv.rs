@@ -1,0 +1,148 @@
+//! The runtime on a real nats-server (JetStream KV as the coordination store): election,
+//! failover of a leader cut off from NATS, and a ring that settles and rebalances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_core::coordination::Coordinator;
+use cluster_runtime::{App, AppHandle, Platform, RuntimeError};
+use coord_nats::{NatsConfig, NatsCoordinator};
+use testkit::{FaultProxy, Mode, NatsServer};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Node {
+    name: String,
+    app: AppHandle,
+    ring: AppHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), RuntimeError>>,
+    proxy: FaultProxy,
+}
+
+async fn start(nats: &NatsServer, name: &str) -> Node {
+    let proxy = FaultProxy::start(nats.client_addr()).unwrap();
+    let config = NatsConfig {
+        call_timeout: Duration::from_millis(500),
+        ..NatsConfig::new([proxy.url("nats")])
+    };
+    let coord: Arc<dyn Coordinator> = Arc::new(NatsCoordinator::connect(config).await.unwrap());
+    let platform = Platform::builder("natskv", name)
+        .coordinator(coord)
+        .lease_ttl(Duration::from_secs(2))
+        .lease_margin(Duration::from_millis(700))
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let app = platform
+        .register(App::builder("ledger").active_passive().build().unwrap())
+        .unwrap();
+    let ring = platform
+        .register(App::builder("jobs").ring(8).build().unwrap())
+        .unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        platform
+            .run(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Node {
+        name: name.to_owned(),
+        app,
+        ring,
+        stop: Some(tx),
+        task,
+        proxy,
+    }
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn leaders(nodes: &[Node]) -> Vec<&Node> {
+    nodes
+        .iter()
+        .filter(|n| n.app.election().is_leader())
+        .collect()
+}
+
+fn ring_counts(nodes: &[Node]) -> Vec<usize> {
+    nodes
+        .iter()
+        .map(|n| n.ring.ring().unwrap().owned_partitions().len())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_on_nats_kv_fails_over_and_rebalances() {
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let nats = NatsServer::start().await.unwrap();
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        nodes.push(start(&nats, name).await);
+    }
+    {
+        tracing::info!("one leader; the ring splits 8 partitions over three nodes");
+        eventually("one leader", || leaders(&nodes).len() == 1).await;
+        eventually("ring settled", || {
+            let c = ring_counts(&nodes);
+            c.iter().sum::<usize>() == 8 && c.iter().all(|n| (2..=3).contains(n))
+        })
+        .await;
+    }
+    {
+        tracing::info!("cut the leader off from NATS: another node leads with a larger token");
+        let leader = leaders(&nodes)[0];
+        let (old, token) = (
+            leader.name.clone(),
+            leader.app.election().fencing_token().unwrap(),
+        );
+        leader.proxy.set_mode(Mode::Blackhole);
+        eventually("a new leader", || {
+            nodes
+                .iter()
+                .any(|n| n.name != old && n.app.election().is_leader())
+        })
+        .await;
+        let new = nodes.iter().find(|n| n.app.election().is_leader()).unwrap();
+        assert!(new.app.election().fencing_token().unwrap() > token);
+        let old_node = nodes.iter().find(|n| n.name == old).unwrap();
+        assert!(!old_node.app.election().is_leader());
+        eventually("the cut-off node's partitions move", || {
+            let others: usize = nodes
+                .iter()
+                .filter(|n| n.name != old)
+                .map(|n| n.ring.ring().unwrap().owned_partitions().len())
+                .sum();
+            others == 8
+        })
+        .await;
+        old_node.proxy.heal();
+    }
+    {
+        tracing::info!("healed, the node rejoins as a standby and the ring rebalances over three");
+        eventually("ring over three again", || {
+            let c = ring_counts(&nodes);
+            c.iter().sum::<usize>() == 8 && c.iter().all(|n| (2..=3).contains(n))
+        })
+        .await;
+        assert_eq!(leaders(&nodes).len(), 1);
+    }
+    for mut n in nodes {
+        if let Some(stop) = n.stop.take() {
+            let _ = stop.send(());
+        }
+        n.task.await.unwrap().unwrap();
+    }
+}
