@@ -6,11 +6,16 @@
 //! at-least-once delivery with nak, term, ack wait and `max_deliver`, and durable consumers that
 //! resume after their last ack. [`MemEventBus::set_down`] makes it unreachable, as a stopped
 //! server would be. Time is tokio's, so tests may pause it.
+//!
+//! [`MemObjectStore`] is the ObjectStore port in memory, passing `testkit::object_store`'s suite;
+//! [`MemObjectStore::set_down`] makes it unreachable.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 mod mem_delivery;
 mod mem_event_bus;
+mod mem_object_store;
 mod mem_stream;
 
 pub use mem_event_bus::{DEFAULT_MAX_PAYLOAD, MemEventBus};
+pub use mem_object_store::MemObjectStore;
