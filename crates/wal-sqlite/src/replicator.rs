@@ -31,6 +31,7 @@ use crate::error::{ReplicationError, ReplicationResult};
 use crate::generation::{GenerationManifest, GenerationRecord};
 use crate::generation_registry::{GenerationRegistry, fence_record};
 use crate::metric_definitions as m;
+use crate::page_set::PageSet;
 use crate::position::Position;
 use crate::restore;
 use crate::segment::{Segment, SegmentHeader};
@@ -119,11 +120,15 @@ pub struct ReplicationStores {
 
 struct PendingSegment {
     index: u64,
+    header: SegmentHeader,
+    pages: PageSet,
     bytes: Vec<u8>,
     checksum: u64,
     captured_at: Instant,
     captured_ms: u64,
     transactions: u32,
+    /// A put of these bytes was tried: they must never change again (the store may hold them).
+    attempted: bool,
 }
 
 struct Waiter {
@@ -440,8 +445,29 @@ impl Engine {
         Ok(manifest)
     }
 
-    /// Turns scanned transactions into the next segment.
+    /// Turns scanned transactions into the next segment, or adds them to the last pending
+    /// segment while no put of it was tried (a backlog ships as fewer, larger segments).
     fn cut(&mut self, scanned: Scanned) {
+        let max = self.config.max_segment_bytes;
+        if let Some(last) = self.pending.back_mut()
+            && !last.attempted
+            && last.pages.bytes() + scanned.pages.bytes() <= max
+        {
+            last.pages.merge(scanned.pages);
+            last.header.end = scanned.end;
+            last.header.db_pages = last.pages.db_pages;
+            last.header.page_count = last.pages.pages.len() as u32;
+            last.header.transactions += scanned.transactions;
+            // The time of its newest change: a restore to a time before it leaves it out.
+            last.header.captured_at_ms = now_ms();
+            last.captured_ms = last.header.captured_at_ms;
+            last.transactions += scanned.transactions;
+            let (bytes, checksum) = Segment::encode(&last.header, &last.pages);
+            last.bytes = bytes;
+            last.checksum = checksum;
+            self.prev_checksum = checksum;
+            return;
+        }
         let page_size = scanned
             .pages
             .pages
@@ -465,11 +491,14 @@ impl Engine {
         self.prev_checksum = checksum;
         self.pending.push_back(PendingSegment {
             index: self.next_index,
+            captured_ms: header.captured_at_ms,
+            header,
+            pages: scanned.pages,
             bytes,
             checksum,
             captured_at: Instant::now(),
-            captured_ms: header.captured_at_ms,
             transactions: scanned.transactions,
+            attempted: false,
         });
         self.next_index += 1;
     }
@@ -498,12 +527,13 @@ impl Engine {
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return Ok(());
         }
-        while let Some(front) = self.pending.front() {
+        while let Some(front) = self.pending.front_mut() {
             if !self.term.valid_at(Instant::now()) {
                 return Err(ReplicationError::Fenced {
                     token: self.term.token.get(),
                 });
             }
+            front.attempted = true;
             let name = store_layout::segment(self.generation, front.index);
             match self.stores.wal.put(&name, front.bytes.clone()).await {
                 Ok(_) => {
