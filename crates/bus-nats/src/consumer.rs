@@ -258,6 +258,7 @@ impl Worker {
                 continue;
             };
             if envelope.ordering_key.is_none()
+                || self.dead_lettered_before(&envelope).await.is_some()
                 || self
                     .registry
                     .route(
@@ -316,6 +317,16 @@ impl Worker {
                     continue;
                 }
             };
+            if let Some(reason) = self.dead_lettered_before(&envelope).await {
+                self.dead_letter(
+                    &delivery,
+                    reason,
+                    "dead-lettered before".into(),
+                    Some(envelope),
+                )
+                .await;
+                continue;
+            }
             if let Err(e) = self.registry.route(
                 &envelope.event_type,
                 envelope.schema_version.major,
@@ -470,6 +481,20 @@ impl Worker {
         .await;
     }
 
+    /// The reason this event was dead-lettered before, if it was (a database error counts as not
+    /// known, and the delivery is processed normally).
+    async fn dead_lettered_before(&self, envelope: &Envelope) -> Option<DeadLetterReason> {
+        let (conn, store, id) = (self.conn.clone(), self.store.clone(), envelope.event_id);
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            store.dead_lettered(&conn, id).ok().flatten()
+        })
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| DeadLetterReason::parse(&r))
+    }
+
     /// Publishes a dead letter, then terminates the delivery; `true` if it was dead-lettered.
     async fn dead_letter(
         &self,
@@ -509,6 +534,22 @@ impl Worker {
             message_id: letter.message_id(),
             payload,
         };
+        // The decision is recorded first: after a crash, a redelivery republishes the same
+        // dead letter (same message id, deduplicated) instead of applying the event.
+        if let Some(envelope) = &letter.envelope {
+            let (conn, store, id) = (self.conn.clone(), self.store.clone(), envelope.event_id);
+            let recorded = tokio::task::spawn_blocking(move || {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                store.record_dead_lettered(&conn, id, reason.as_str())
+            })
+            .await;
+            if !matches!(recorded, Ok(Ok(()))) {
+                tracing::warn!(consumer = %self.config.name, "recording a dead letter failed; will retry");
+                self.retry(delivery, self.config.retry.delay(delivery.delivered))
+                    .await;
+                return false;
+            }
+        }
         match self.bus.publish(message).await {
             Ok(_) => {
                 tracing::info!(consumer = %self.config.name, %reason, stream_sequence = delivery.stream_sequence, "dead-lettered");

@@ -33,6 +33,9 @@ pub(crate) fn create_tables(conn: &rusqlite::Connection) -> rusqlite::Result<()>
              consumer TEXT NOT NULL, event_id TEXT NOT NULL, seen_at_ms INTEGER NOT NULL,
              PRIMARY KEY (consumer, event_id));
          CREATE INDEX IF NOT EXISTS bus_seen_age ON bus_seen (consumer, seen_at_ms);
+         CREATE TABLE IF NOT EXISTS bus_dead_lettered (
+             consumer TEXT NOT NULL, event_id TEXT NOT NULL, reason TEXT NOT NULL,
+             PRIMARY KEY (consumer, event_id));
          CREATE TABLE IF NOT EXISTS bus_holds (
              consumer TEXT NOT NULL, key TEXT NOT NULL, stream_sequence INTEGER NOT NULL,
              PRIMARY KEY (consumer, key));",
@@ -106,6 +109,35 @@ impl ConsumerStore {
             )
             .optional()?
             .is_some())
+    }
+
+    /// Records, before the dead letter is published, that `id` is dead-lettered for `reason`:
+    /// the decision is final, so neither a redelivery nor a catch-up after a crash applies it.
+    pub(crate) fn record_dead_lettered(
+        &self,
+        conn: &rusqlite::Connection,
+        id: EventId,
+        reason: &str,
+    ) -> rusqlite::Result<()> {
+        conn.execute(
+            "INSERT OR IGNORE INTO bus_dead_lettered (consumer, event_id, reason) VALUES (?1, ?2, ?3)",
+            params![self.consumer, id.to_string(), reason],
+        )?;
+        Ok(())
+    }
+
+    /// The reason `id` was dead-lettered, if it was.
+    pub(crate) fn dead_lettered(
+        &self,
+        conn: &rusqlite::Connection,
+        id: EventId,
+    ) -> rusqlite::Result<Option<String>> {
+        conn.query_row(
+            "SELECT reason FROM bus_dead_lettered WHERE consumer = ?1 AND event_id = ?2",
+            params![self.consumer, id.to_string()],
+            |row| row.get(0),
+        )
+        .optional()
     }
 
     pub(crate) fn record_seen(&self, tx: &Transaction<'_>, id: EventId) -> rusqlite::Result<()> {

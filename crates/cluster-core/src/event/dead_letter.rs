@@ -40,6 +40,13 @@ impl DeadLetterReason {
         DeadLetterReason::MaxDeliveries,
     ];
 
+    /// The reason named `name` (its snake_case name), if any.
+    pub fn parse(name: &str) -> Option<DeadLetterReason> {
+        DeadLetterReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+
     /// The snake_case name.
     pub const fn as_str(self) -> &'static str {
         match self {
