@@ -316,15 +316,18 @@ async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Resu
         Ok(())
     })
     .await??;
-    // Done once the bucket has been quiet for 3 s (and Litestream's 1 s interval passed).
+    // Done once the bucket has been quiet for 5 s since the load ended (more than either
+    // replicator's interval); the restore below checks that nothing is missing.
+    let loaded = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let last = arrivals
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .last()
-            .copied();
-        if last.is_some_and(|l| l.elapsed() > Duration::from_secs(3)) {
+            .copied()
+            .map_or(loaded, |l| l.max(loaded));
+        if last.elapsed() > Duration::from_secs(5) {
             break;
         }
     }

@@ -503,12 +503,14 @@ impl Engine {
         self.next_index += 1;
     }
 
-    /// Polls the WAL until nothing new is there (or the backlog is a few segments long).
+    /// Polls the WAL until nothing new is there, or a full segment is waiting to be shipped.
     async fn capture_new(&mut self) -> ReplicationResult<()> {
         if self.released || self.broken.is_some() {
             return Ok(());
         }
-        while self.pending.len() < 64 {
+        // Stop once a full segment waits: shipping goes on during a long bulk load instead of
+        // the whole load piling up in memory first.
+        while self.pending.iter().filter(|p| !p.attempted).count() < 2 {
             match blocking(&self.capture, |c| c.poll()).await? {
                 Polled::Frames(s) => self.cut(s),
                 Polled::Nothing => break,
