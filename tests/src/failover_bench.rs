@@ -158,18 +158,26 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
         let _ = waiter.kill();
         let _ = waiter.wait();
 
-        // Ours: step-down.
-        let (leader, _) = cluster
-            .wait_for(limit, |c| c.leader("ledger"))
-            .context("no leader")?;
-        let other = if leader == "a" { "b" } else { "a" };
-        std::thread::sleep(Duration::from_millis(200));
-        let asked = mono_ns();
-        cluster.signal(&leader, libc::SIGUSR1);
-        let took = cluster
-            .wait_for(limit, |c| first_record(&c.history(other), asked, "active"))
-            .context("no handover")?;
-        step_down.samples.push(ms(took - asked));
+        // Ours: step-down. If leadership changed under us (a store stall on a loaded machine),
+        // ask the node that leads now.
+        let mut handed = None;
+        for _ in 0..5 {
+            let (leader, _) = cluster
+                .wait_for(limit, |c| c.leader("ledger"))
+                .context("no leader")?;
+            let other = if leader == "a" { "b" } else { "a" };
+            std::thread::sleep(Duration::from_millis(300));
+            let asked = mono_ns();
+            cluster.signal(&leader, libc::SIGUSR1);
+            let took = cluster.wait_for(Duration::from_secs(5), |c| {
+                first_record(&c.history(other), asked, "active")
+            });
+            if let Some(took) = took {
+                handed = Some(took - asked);
+                break;
+            }
+        }
+        step_down.samples.push(ms(handed.context("no handover")?));
     }
 
     // Loss of leadership: a third node reaches etcd through a proxy that is then blackholed.
