@@ -81,6 +81,7 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
         platform: format!("bench-{}", std::process::id()),
         etcd: vec![etcd.to_owned()],
         nats: None,
+        nats_kv: None,
         ttl: Duration::from_secs(2),
         margin: Duration::from_millis(600),
         partitions: 64,
@@ -250,4 +251,50 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
     cluster.stop("a", limit);
     cluster.stop("b", limit);
     Ok(vec![ours, peer, step_down, cancel, join])
+}
+
+/// SIGKILL -> new leader's `on_active` with NATS JetStream KV as the store.
+pub fn run_nats_kv(bin: &Path, dir: &Path, nats: &str, trials: usize) -> anyhow::Result<Series> {
+    use anyhow::Context;
+    let settings = DemoSettings {
+        platform: format!("benchkv-{}", std::process::id()),
+        etcd: vec!["http://127.0.0.1:9".to_owned()],
+        nats: None,
+        nats_kv: Some(nats.to_owned()),
+        ttl: Duration::from_secs(2),
+        margin: Duration::from_millis(600),
+        partitions: 8,
+        work: false,
+    };
+    let limit = Duration::from_secs(60);
+    let mut series = Series::new("ours on NATS KV: SIGKILL leader -> new leader's on_active");
+    let dir = dir.join("nats-kv");
+    std::fs::create_dir_all(&dir)?;
+    let mut cluster = DemoCluster::new(bin, &dir, settings);
+    cluster.start("a")?;
+    cluster.start("b")?;
+    for _ in 0..trials {
+        let (leader, _) = cluster
+            .wait_for(limit, |c| c.leader("ledger"))
+            .context("no leader")?;
+        let standby = if leader == "a" { "b" } else { "a" };
+        std::thread::sleep(Duration::from_millis(300));
+        let killed = mono_ns();
+        cluster.kill(&leader);
+        let took = cluster
+            .wait_for(limit, |c| {
+                first_record(&c.history(standby), killed, "active")
+            })
+            .context("no failover on NATS KV")?;
+        series.samples.push(ms(took - killed));
+        cluster.start(&leader)?;
+        cluster
+            .wait_for(limit, |c| {
+                first_record(&c.history(&leader), killed, "passive")
+            })
+            .context("restarted node did not rejoin")?;
+    }
+    cluster.stop("a", limit);
+    cluster.stop("b", limit);
+    Ok(series)
 }

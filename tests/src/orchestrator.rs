@@ -16,6 +16,8 @@ pub struct DemoSettings {
     pub etcd: Vec<String>,
     /// NATS URL for audit events, if any.
     pub nats: Option<String>,
+    /// NATS URL to use as the coordination store (JetStream KV) instead of etcd.
+    pub nats_kv: Option<String>,
     /// Lease TTL.
     pub ttl: Duration,
     /// Lease margin.
@@ -106,6 +108,9 @@ impl DemoCluster {
         }
         if let Some(nats) = &s.nats {
             cmd.arg("--nats").arg(nats);
+        }
+        if let Some(url) = &s.nats_kv {
+            cmd.arg("--coord-nats").arg(url);
         }
         cmd
     }

@@ -44,14 +44,19 @@ pub(crate) fn bench_failover() -> anyhow::Result<()> {
         let etcd = testkit::EtcdServer::start()
             .await
             .context("starting etcd")?;
+        let nats = testkit::NatsServer::start()
+            .await
+            .context("starting nats-server")?;
         println!(
-            "bench failover: etcd {} at {}, lease ttl 2 s, margin 600 ms, {trials} trials",
+            "bench failover: etcd {} at {}, nats-server {} at {}, lease ttl 2 s, margin 600 ms, {trials} trials",
             etcd.version(),
-            etcd.url()
+            etcd.url(),
+            nats.version(),
+            nats.url()
         );
         let dir = tempfile_dir()?;
         let status = tokio::process::Command::new(&bin)
-            .args(["bench", "--etcd", &etcd.url(), "--trials", &trials, "--dir"])
+            .args(["bench", "--etcd", &etcd.url(), "--nats-kv", &nats.url(), "--trials", &trials, "--dir"])
             .arg(&dir)
             .status()
             .await

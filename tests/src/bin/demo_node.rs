@@ -47,6 +47,9 @@ struct BenchArgs {
     /// Trials per series.
     #[arg(long, default_value_t = 20)]
     trials: usize,
+    /// A NATS URL: also measure SIGKILL failover with NATS JetStream KV as the store.
+    #[arg(long)]
+    nats_kv: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -81,6 +84,9 @@ struct NodeArgs {
     /// NATS URL: audit events are published on JetStream there.
     #[arg(long)]
     nats: Option<String>,
+    /// Use NATS JetStream KV at this URL as the coordination store instead of etcd.
+    #[arg(long)]
+    coord_nats: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,8 +115,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(args) => {
             std::fs::create_dir_all(&args.dir)?;
             let bin = std::env::current_exe()?;
-            let series =
+            let mut series =
                 cluster_tests::failover_bench::run(&bin, &args.dir, &args.etcd, args.trials)?;
+            if let Some(url) = &args.nats_kv {
+                series.push(cluster_tests::failover_bench::run_nats_kv(
+                    &bin,
+                    &args.dir,
+                    url,
+                    args.trials,
+                )?);
+            }
             println!("| series | trials | p50 ms | p99 ms | max ms |");
             println!("| --- | --- | --- | --- | --- |");
             for s in series {
@@ -131,7 +145,16 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         keep_alive_timeout: Duration::from_secs(1),
         ..EtcdConfig::new(args.etcd.clone())
     };
-    let coord: Arc<dyn Coordinator> = Arc::new(EtcdCoordinator::connect(config).await?);
+    let coord: Arc<dyn Coordinator> = match &args.coord_nats {
+        Some(url) => Arc::new(
+            coord_nats::NatsCoordinator::connect(coord_nats::NatsConfig {
+                call_timeout: Duration::from_millis((args.ttl_ms / 4).max(200)),
+                ..coord_nats::NatsConfig::new([url.clone()])
+            })
+            .await?,
+        ),
+        None => Arc::new(EtcdCoordinator::connect(config).await?),
+    };
     let mut builder = Platform::builder(&args.platform, &args.node).coordinator(coord);
     if let Some(url) = &args.nats {
         let bus =
@@ -410,6 +433,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         platform: format!("demo-{}", std::process::id()),
         etcd: args.etcd.clone(),
         nats: args.nats.clone(),
+        nats_kv: None,
         ttl: Duration::from_secs(2),
         margin: Duration::from_millis(600),
         partitions: 64,

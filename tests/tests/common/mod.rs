@@ -28,6 +28,7 @@ pub(crate) async fn fixture(partitions: u32, work: bool) -> Fixture {
         platform: "e2e".into(),
         etcd: vec![etcd.url()],
         nats: None,
+        nats_kv: None,
         ttl: TTL,
         margin: MARGIN,
         partitions,
