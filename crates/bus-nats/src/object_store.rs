@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use async_nats::jetstream;
 use async_nats::jetstream::object_store::{
-    self as nats_os, DeleteErrorKind, GetErrorKind, InfoErrorKind, ObjectMetadata,
+    self as nats_os, DeleteErrorKind, InfoErrorKind, ObjectMetadata,
 };
 use async_nats::jetstream::stream::StorageType;
 use async_trait::async_trait;
@@ -20,7 +20,6 @@ use cluster_core::object_store::{
     Object, ObjectInfo, ObjectName, ObjectOperation, ObjectStore, ObjectStoreError,
 };
 use futures::StreamExt;
-use tokio::io::AsyncReadExt;
 
 use crate::config::NatsBusConfig;
 
@@ -54,6 +53,8 @@ impl ObjectBucketSpec {
 pub struct NatsObjectStore {
     client: async_nats::Client,
     bucket: nats_os::ObjectStore,
+    /// The bucket's stream, for reading chunks with direct gets (no consumer per read).
+    stream: jetstream::stream::Stream,
     name: String,
     call_timeout: Duration,
 }
@@ -156,9 +157,15 @@ impl NatsObjectStore {
         let bucket = tokio::time::timeout(call_timeout * 2, open)
             .await
             .map_err(|_| ObjectStoreError::timed_out(op, call_timeout * 2))??;
+        let stream =
+            tokio::time::timeout(call_timeout, js.get_stream(format!("OBJ_{}", spec.name)))
+                .await
+                .map_err(|_| ObjectStoreError::timed_out(op, call_timeout))?
+                .map_err(|e| unavailable(op, e))?;
         Ok(NatsObjectStore {
             client,
             bucket,
+            stream,
             name: spec.name.clone(),
             call_timeout,
         })
@@ -212,6 +219,45 @@ impl NatsObjectStore {
     }
 }
 
+impl NatsObjectStore {
+    /// Reads an object's chunks one direct get at a time and checks its digest.
+    async fn read_chunks(&self, info: &nats_os::ObjectInfo) -> Result<Vec<u8>, ObjectStoreError> {
+        use base64::Engine;
+        use sha2::Digest;
+        let op = ObjectOperation::Get;
+        let subject = format!("$O.{}.C.{}", self.name, info.nuid);
+        let mut data = Vec::with_capacity(info.size);
+        let mut digest = sha2::Sha256::new();
+        let mut next = None;
+        for _ in 0..info.chunks {
+            let message = self
+                .stream
+                .direct_get_next_for_subject(subject.as_str(), next)
+                .await
+                .map_err(|e| unavailable(op, e))?;
+            digest.update(&message.payload);
+            data.extend_from_slice(&message.payload);
+            next = Some(message.sequence + 1);
+        }
+        let expected = info.digest.as_deref().unwrap_or_default();
+        let actual = format!(
+            "SHA-256={}",
+            base64::engine::general_purpose::URL_SAFE.encode(digest.finalize())
+        );
+        if data.len() != info.size || (!expected.is_empty() && expected != actual) {
+            return Err(ObjectStoreError::Corrupt {
+                name: info.name.clone(),
+                detail: format!(
+                    "{} of {} bytes, digest {actual} (recorded {expected})",
+                    data.len(),
+                    info.size
+                ),
+            });
+        }
+        Ok(data)
+    }
+}
+
 #[async_trait]
 impl ObjectStore for NatsObjectStore {
     async fn put(&self, name: &ObjectName, data: Vec<u8>) -> Result<ObjectInfo, ObjectStoreError> {
@@ -245,21 +291,9 @@ impl ObjectStore for NatsObjectStore {
             };
             let limit = self.budget(described.size);
             let read = self
-                .bounded(op, limit, async {
-                    let mut object = match self.bucket.get(name.as_str()).await {
-                        Ok(o) => o,
-                        Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
-                        Err(e) => return Err(unavailable(op, e)),
-                    };
-                    let info = object.info().clone();
-                    let mut data = Vec::with_capacity(info.size);
-                    object
-                        .read_to_end(&mut data)
-                        .await
-                        .map_err(|e| unavailable(op, e))?;
-                    Ok(Some((info, data)))
-                })
-                .await;
+                .bounded(op, limit, self.read_chunks(&described))
+                .await
+                .map(|data| Some((described.clone(), data)));
             match read {
                 Ok(None) => return Ok(None),
                 Ok(Some((info, data))) if data.len() == info.size => {
