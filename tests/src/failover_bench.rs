@@ -61,6 +61,16 @@ impl Series {
     }
 }
 
+/// A child process killed when dropped, so an error path never leaves a peer running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
@@ -131,12 +141,12 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
                 .stderr(Stdio::null())
                 .spawn()
         };
-        let mut holder = spawn(&name)?;
-        let mut holder_out = BufReader::new(holder.stdout.take().context("holder stdout")?);
+        let mut holder = KillOnDrop(spawn(&name)?);
+        let mut holder_out = BufReader::new(holder.0.stdout.take().context("holder stdout")?);
         let mut line = String::new();
         holder_out.read_line(&mut line)?;
-        let mut waiter = spawn(&name)?;
-        let waiter_out = waiter.stdout.take().context("waiter stdout")?;
+        let mut waiter = KillOnDrop(spawn(&name)?);
+        let waiter_out = waiter.0.stdout.take().context("waiter stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(waiter_out);
@@ -150,14 +160,13 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
         });
         std::thread::sleep(Duration::from_millis(300));
         let killed = mono_ns();
-        holder.kill()?;
-        let _ = holder.wait();
+        holder.0.kill()?;
+        let _ = holder.0.wait();
         let got = rx
             .recv_timeout(limit)
             .context("etcdctl waiter never got the lock")?;
         peer.samples.push(ms(got - killed));
-        let _ = waiter.kill();
-        let _ = waiter.wait();
+        drop(waiter);
 
         // Ours: step-down. If leadership changed under us (a store stall on a loaded machine),
         // ask the node that leads now.
