@@ -55,7 +55,8 @@ struct Outcome {
     lag_p99: Duration,
     cpu: f64,
     bytes: u64,
-    restore: Duration,
+    /// `None` when the restore failed (reported, the other contenders still run).
+    restore: Option<Duration>,
     db_bytes: u64,
 }
 
@@ -72,6 +73,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("failed".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()))
 }
 
 fn ms(d: Duration) -> String {
@@ -350,12 +355,14 @@ async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Resu
         rusqlite::Connection::open(&db)?.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
     let dest = dir.join("restored.db");
     let started = Instant::now();
-    match &yml {
+    let restored = match &yml {
         None => {
             let s = stores(url, kind.bucket()).await?;
             Restore::new(s.wal, s.snapshots)
                 .run(RestoreTarget::Latest, &dest)
-                .await?;
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
         }
         Some(yml) => {
             let bin = testkit::tools::Tool::Litestream
@@ -368,17 +375,33 @@ async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Resu
                 .arg(&dest)
                 .arg(&db)
                 .status()?;
-            anyhow::ensure!(status.success(), "litestream restore failed: {status}");
+            if status.success() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("litestream restore failed: {status}"))
+            }
         }
-    }
-    let restore = started.elapsed();
-    let restored: i64 =
-        rusqlite::Connection::open(&dest)?.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
-    anyhow::ensure!(
-        restored == expected,
-        "{}: restored {restored} rows of {expected}",
-        kind.label()
-    );
+    };
+    let restore = match restored {
+        Ok(()) => {
+            let elapsed = started.elapsed();
+            let rows: i64 = rusqlite::Connection::open(&dest)?.query_row(
+                "SELECT count(*) FROM t",
+                [],
+                |r| r.get(0),
+            )?;
+            anyhow::ensure!(
+                rows == expected,
+                "{}: restored {rows} rows of {expected}",
+                kind.label()
+            );
+            Some(elapsed)
+        }
+        Err(e) => {
+            println!("  restore failed: {e:#}");
+            None
+        }
+    };
     drop(wal_store);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Outcome {
@@ -408,12 +431,12 @@ pub(crate) async fn wal() -> anyhow::Result<()> {
         println!("running {}", kind.label());
         let outcome = run(kind, &nats.url(), seconds, bulk_mib).await?;
         println!(
-            "  lag p50 {} p99 {}, cpu {:.1} s, stored {:.1} MiB, restore {:.2} s",
+            "  lag p50 {} p99 {}, cpu {:.1} s, stored {:.1} MiB, restore {}",
             ms(outcome.lag_p50),
             ms(outcome.lag_p99),
             outcome.cpu,
             outcome.bytes as f64 / (1 << 20) as f64,
-            outcome.restore.as_secs_f64()
+            secs(outcome.restore)
         );
         outcomes.push(outcome);
     }
@@ -427,13 +450,13 @@ pub(crate) async fn wal() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|");
     for o in &outcomes {
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} MiB | {:.2} s |",
+            "| {} | {} | {} | {:.1} | {:.1} MiB | {} |",
             o.kind.label(),
             ms(o.lag_p50),
             ms(o.lag_p99),
             o.cpu,
             o.bytes as f64 / (1 << 20) as f64,
-            o.restore.as_secs_f64()
+            secs(o.restore)
         );
     }
     Ok(())
