@@ -134,6 +134,16 @@ impl Capture {
         self.page_size
     }
 
+    /// Bytes of the WAL in use up to the capture position: what a checkpoint would copy
+    /// back. (The file itself keeps its size after SQLite restarts it from the start.)
+    pub(crate) fn wal_in_use(&self) -> u64 {
+        self.cursor.map_or(0, |c| {
+            crate::wal_format::WAL_HEADER_LEN
+                + u64::from(c.frame)
+                    * (crate::wal_format::FRAME_HEADER_LEN + u64::from(self.page_size))
+        })
+    }
+
     /// The WAL file's size in bytes (0 if absent).
     pub(crate) fn wal_size(&self) -> u64 {
         std::fs::metadata(&self.wal).map_or(0, |m| m.len())

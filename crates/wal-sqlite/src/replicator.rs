@@ -154,6 +154,8 @@ struct Engine {
     /// A gap: the history must continue in a new generation.
     broken: Option<String>,
     released: bool,
+    /// WAL bytes in use at the last checkpoint.
+    checkpointed_at: u64,
     retry_at: Option<Instant>,
     retry_delay: Duration,
     last_snapshot: Instant,
@@ -214,6 +216,7 @@ impl Replicator {
             waiters: Vec::new(),
             broken: None,
             released: false,
+            checkpointed_at: 0,
             retry_at: None,
             last_snapshot: Instant::now(),
             snapshot_requests: Vec::new(),
@@ -645,7 +648,8 @@ impl Engine {
 
     async fn maintain(&mut self) -> ReplicationResult<()> {
         let degraded = self.retry_at.is_some();
-        let wal_size = blocking(&self.capture, |c| Ok(c.wal_size())).await?;
+        let (wal_size, wal_in_use) =
+            blocking(&self.capture, |c| Ok((c.wal_size(), c.wal_in_use()))).await?;
         if degraded && !self.released && wal_size > self.config.max_wal_bytes {
             tracing::warn!(
                 wal_size,
@@ -721,7 +725,13 @@ impl Engine {
             }
             return Ok(());
         }
-        if self.pending.is_empty() && wal_size >= self.config.checkpoint_wal_bytes {
+        // Checkpoint when the WAL in use passed the threshold, and again only after it grew by
+        // a quarter of it (readers of the application may keep a checkpoint from completing).
+        let threshold = self.config.checkpoint_wal_bytes;
+        let grown =
+            wal_in_use < self.checkpointed_at || wal_in_use - self.checkpointed_at >= threshold / 4;
+        if self.pending.is_empty() && wal_in_use >= threshold && grown {
+            self.checkpointed_at = wal_in_use;
             match blocking(&self.capture, |c| c.checkpoint()).await? {
                 Polled::Frames(s) => self.cut(s),
                 Polled::Nothing => {}
