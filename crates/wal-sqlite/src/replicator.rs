@@ -156,6 +156,8 @@ struct Engine {
     released: bool,
     /// WAL bytes in use at the last checkpoint.
     checkpointed_at: u64,
+    /// The last poll found nothing new: reading to the WAL's end under the write lock is short.
+    caught_up: bool,
     retry_at: Option<Instant>,
     retry_delay: Duration,
     last_snapshot: Instant,
@@ -217,6 +219,7 @@ impl Replicator {
             broken: None,
             released: false,
             checkpointed_at: 0,
+            caught_up: false,
             retry_at: None,
             last_snapshot: Instant::now(),
             snapshot_requests: Vec::new(),
@@ -515,8 +518,14 @@ impl Engine {
         // the whole load piling up in memory first.
         while self.pending.iter().filter(|p| !p.attempted).count() < 2 {
             match blocking(&self.capture, |c| c.poll()).await? {
-                Polled::Frames(s) => self.cut(s),
-                Polled::Nothing => break,
+                Polled::Frames(s) => {
+                    self.caught_up = false;
+                    self.cut(s);
+                }
+                Polled::Nothing => {
+                    self.caught_up = true;
+                    break;
+                }
                 Polled::Gap { reason } => {
                     tracing::warn!(%reason, generation = self.generation, "capture gap: a new generation will start");
                     self.broken = Some(reason);
@@ -687,6 +696,11 @@ impl Engine {
                 .config
                 .snapshot_interval
                 .is_some_and(|every| self.last_snapshot.elapsed() >= every);
+        if !self.caught_up {
+            // Snapshots and checkpoints read the rest of the WAL under the write lock: only
+            // once capture has caught up, so that stays a few milliseconds.
+            return Ok(());
+        }
         if self.pending.is_empty() && snapshot_due {
             let (polled, reader) = blocking(&self.capture, |c| c.snapshot_reader()).await?;
             match polled {
