@@ -234,6 +234,9 @@ struct ApiError {
 pub(crate) struct JetStreamKv {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
+    /// The same connection with `create_timeout` as its request timeout: placing a replicated
+    /// stream (right after a cluster starts, or while a peer is down) outlasts `call_timeout`.
+    js_create: jetstream::Context,
     pub(crate) config: NatsConfig,
     ensured: Mutex<HashSet<String>>,
 }
@@ -242,9 +245,12 @@ impl JetStreamKv {
     pub(crate) fn new(client: async_nats::Client, config: NatsConfig) -> Self {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(config.call_timeout);
+        let mut js_create = jetstream::new(client.clone());
+        js_create.set_timeout(config.create_timeout);
         JetStreamKv {
             client,
             js,
+            js_create,
             config,
             ensured: Mutex::default(),
         }
@@ -374,7 +380,8 @@ impl JetStreamKv {
         let create_deadline = deadline.max(Instant::now() + self.config.create_timeout);
         let created: Result<Response<stream::Info>, _> = match timeout_at(
             create_deadline,
-            self.js.request(format!("STREAM.CREATE.{name}"), &config),
+            self.js_create
+                .request(format!("STREAM.CREATE.{name}"), &config),
         )
         .await
         {
