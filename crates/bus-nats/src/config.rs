@@ -40,6 +40,26 @@ impl Default for NatsBusConfig {
 }
 
 impl NatsBusConfig {
+    /// Connection options from these settings: reconnect forever with a capped backoff, every
+    /// request bounded by the call timeout.
+    pub(crate) fn connect_options(&self) -> async_nats::ConnectOptions {
+        let options = async_nats::ConnectOptions::new()
+            .name(self.name.clone())
+            .connection_timeout(self.connect_timeout)
+            .ping_interval(self.ping_interval)
+            .request_timeout(Some(self.call_timeout))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempt| {
+                Duration::from_millis(100 * 2u64.pow(attempt.min(4) as u32))
+                    .min(Duration::from_secs(1))
+            });
+        if self.ignore_discovered_servers {
+            options.ignore_discovered_servers()
+        } else {
+            options
+        }
+    }
+
     /// Defaults with `url`.
     pub fn new(url: impl Into<String>) -> NatsBusConfig {
         NatsBusConfig {

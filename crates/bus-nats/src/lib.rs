@@ -42,7 +42,7 @@ pub use consumer_config::ConsumerConfig;
 pub use event_handler::{EventHandler, HandlerError};
 pub use metric_definitions::{ConsumerMetrics, PublisherMetrics};
 pub use nats_event_bus::NatsEventBus;
-pub use object_store::{NatsObjectStore, ObjectBucketSpec};
+pub use object_store::{NatsObjectStore, NatsObjectStores, ObjectBucketSpec};
 pub use outbox::{Outbox, OutboxEntry, OutboxError, StoredEntry};
 pub use publish_error::PublishError;
 pub use publisher::{

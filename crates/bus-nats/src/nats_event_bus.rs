@@ -49,19 +49,7 @@ impl std::fmt::Debug for NatsEventBus {
 impl NatsEventBus {
     /// Connects; fails as unavailable when no server answers within the connect timeout.
     pub async fn connect(config: NatsBusConfig) -> Result<NatsEventBus, BusError> {
-        let mut options = async_nats::ConnectOptions::new()
-            .name(config.name.clone())
-            .connection_timeout(config.connect_timeout)
-            .ping_interval(config.ping_interval)
-            .request_timeout(Some(config.call_timeout))
-            .max_reconnects(None)
-            .reconnect_delay_callback(|attempt| {
-                Duration::from_millis(100 * 2u64.pow(attempt.min(4) as u32))
-                    .min(Duration::from_secs(1))
-            });
-        if config.ignore_discovered_servers {
-            options = options.ignore_discovered_servers();
-        }
+        let options = config.connect_options();
         let connect = options.connect(config.url.as_str());
         let client = match tokio::time::timeout(config.connect_timeout * 2, connect).await {
             Ok(Ok(client)) => client,

@@ -7,6 +7,7 @@
 //! whole version. Every call is bounded by the call timeout and maps transport trouble to
 //! `Unavailable`.
 
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::SystemTime;
 
@@ -17,7 +18,7 @@ use async_nats::jetstream::object_store::{
 use async_nats::jetstream::stream::StorageType;
 use async_trait::async_trait;
 use cluster_core::object_store::{
-    Object, ObjectInfo, ObjectName, ObjectOperation, ObjectStore, ObjectStoreError,
+    Object, ObjectInfo, ObjectName, ObjectOperation, ObjectStore, ObjectStoreError, ObjectStores,
 };
 use futures::StreamExt;
 
@@ -88,36 +89,95 @@ fn to_info(info: &nats_os::ObjectInfo) -> Option<ObjectInfo> {
     })
 }
 
+/// A connection for object stores: reconnects forever, every request bounded by the call
+/// timeout.
+async fn connect_client(config: &NatsBusConfig) -> Result<async_nats::Client, ObjectStoreError> {
+    let op = ObjectOperation::Open;
+    let options = config.connect_options();
+    match tokio::time::timeout(
+        config.connect_timeout * 2,
+        options.connect(config.url.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(unavailable(op, e)),
+        Err(_) => Err(ObjectStoreError::timed_out(op, config.connect_timeout * 2)),
+    }
+}
+
+/// Opens NATS Object Store buckets by name on one connection, creating missing ones with the
+/// same replicas and size limit.
+#[derive(Clone)]
+pub struct NatsObjectStores {
+    client: async_nats::Client,
+    call_timeout: Duration,
+    replicas: usize,
+    max_bytes: Option<u64>,
+}
+
+impl std::fmt::Debug for NatsObjectStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsObjectStores")
+            .field("replicas", &self.replicas)
+            .field("max_bytes", &self.max_bytes)
+            .field("state", &self.client.connection_state())
+            .finish()
+    }
+}
+
+impl NatsObjectStores {
+    /// Connects; buckets are created with `replicas` copies (1, or 3 on a cluster) and no size
+    /// limit.
+    pub async fn connect(
+        config: NatsBusConfig,
+        replicas: usize,
+    ) -> Result<NatsObjectStores, ObjectStoreError> {
+        let client = connect_client(&config).await?;
+        Ok(NatsObjectStores::new(client, config.call_timeout, replicas))
+    }
+
+    /// Over an existing connection.
+    pub fn new(
+        client: async_nats::Client,
+        call_timeout: Duration,
+        replicas: usize,
+    ) -> NatsObjectStores {
+        NatsObjectStores {
+            client,
+            call_timeout,
+            replicas,
+            max_bytes: None,
+        }
+    }
+
+    /// Each bucket created from now on is limited to `max_bytes`.
+    pub fn max_bytes(mut self, max_bytes: u64) -> NatsObjectStores {
+        self.max_bytes = Some(max_bytes);
+        self
+    }
+}
+
+#[async_trait]
+impl ObjectStores for NatsObjectStores {
+    async fn bucket(&self, name: &str) -> Result<Arc<dyn ObjectStore>, ObjectStoreError> {
+        let spec = ObjectBucketSpec {
+            name: name.to_owned(),
+            replicas: self.replicas,
+            max_bytes: self.max_bytes,
+        };
+        let store = NatsObjectStore::open(self.client.clone(), self.call_timeout, &spec).await?;
+        Ok(Arc::new(store))
+    }
+}
+
 impl NatsObjectStore {
     /// Connects and opens the bucket, creating it from `spec` if it does not exist.
     pub async fn connect(
         config: NatsBusConfig,
         spec: &ObjectBucketSpec,
     ) -> Result<NatsObjectStore, ObjectStoreError> {
-        let op = ObjectOperation::Open;
-        let mut options = async_nats::ConnectOptions::new()
-            .name(config.name.clone())
-            .connection_timeout(config.connect_timeout)
-            .ping_interval(config.ping_interval)
-            .request_timeout(Some(config.call_timeout))
-            .max_reconnects(None)
-            .reconnect_delay_callback(|attempt| {
-                Duration::from_millis(100 * 2u64.pow(attempt.min(4) as u32))
-                    .min(Duration::from_secs(1))
-            });
-        if config.ignore_discovered_servers {
-            options = options.ignore_discovered_servers();
-        }
-        let client = match tokio::time::timeout(
-            config.connect_timeout * 2,
-            options.connect(config.url.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(unavailable(op, e)),
-            Err(_) => return Err(ObjectStoreError::timed_out(op, config.connect_timeout * 2)),
-        };
+        let client = connect_client(&config).await?;
         NatsObjectStore::open(client, config.call_timeout, spec).await
     }
 

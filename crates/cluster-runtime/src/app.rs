@@ -63,6 +63,7 @@ pub struct App {
     pub(crate) hooks: AppHooks,
     pub(crate) hook_timeout: Option<Duration>,
     pub(crate) weight: u32,
+    pub(crate) sqlite: Option<crate::sqlite::SqliteSpec>,
 }
 
 impl App {
@@ -74,6 +75,7 @@ impl App {
             hooks: AppHooks::default(),
             hook_timeout: None,
             weight: 1,
+            sqlite: None,
         }
     }
 
@@ -96,6 +98,7 @@ pub struct AppBuilder {
     hooks: AppHooks,
     hook_timeout: Option<Duration>,
     weight: u32,
+    sqlite: Option<crate::sqlite::SqliteSpec>,
 }
 
 macro_rules! hook_setter {
@@ -140,6 +143,26 @@ impl AppBuilder {
     /// The time each hook of this app may take (default: the platform's hook timeout).
     pub fn hook_timeout(mut self, timeout: Duration) -> Self {
         self.hook_timeout = Some(timeout);
+        self
+    }
+
+    /// Replicates the SQLite database at `path` to the other nodes (active-passive only): the
+    /// leader's writes are captured into WAL segments, standbys follow them into
+    /// `replica_path`, and a new leader promotes its replica before `on_active` runs.
+    /// Requires `PlatformBuilder::object_stores`.
+    pub fn with_sqlite(
+        mut self,
+        path: impl Into<std::path::PathBuf>,
+        replica_path: impl Into<std::path::PathBuf>,
+        snapshot_interval: Option<Duration>,
+        retention: wal_sqlite::Retention,
+    ) -> Self {
+        self.sqlite = Some(crate::sqlite::SqliteSpec {
+            path: path.into(),
+            replica_path: replica_path.into(),
+            snapshot_interval,
+            retention,
+        });
         self
     }
 
@@ -207,6 +230,20 @@ impl AppBuilder {
                 "must be greater than zero",
             ));
         }
+        if self.sqlite.is_some() && self.mode != AppMode::ActivePassive {
+            return Err(RuntimeError::config(
+                "sqlite",
+                "replication follows the election: only active-passive apps can have a database",
+            ));
+        }
+        if let Some(spec) = &self.sqlite
+            && spec.path == spec.replica_path
+        {
+            return Err(RuntimeError::config(
+                "sqlite.replica_path",
+                "must differ from the database path",
+            ));
+        }
         if self.weight == 0 {
             return Err(RuntimeError::config("weight", "must be at least 1"));
         }
@@ -216,6 +253,7 @@ impl AppBuilder {
             hooks: self.hooks,
             hook_timeout: self.hook_timeout,
             weight: self.weight,
+            sqlite: self.sqlite,
         })
     }
 }

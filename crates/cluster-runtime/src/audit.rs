@@ -35,6 +35,16 @@ pub enum AuditKind {
     MemberJoined,
     /// A node left.
     MemberLeft,
+    /// A standby began promoting its replica to primary.
+    PromotionStarted,
+    /// The promoting standby began applying the last shipped segments.
+    WalCatchupStarted,
+    /// The promoting standby applied every shipped segment.
+    WalCatchupCompleted,
+    /// The promoted database passed its integrity check.
+    DatabaseVerified,
+    /// The replica is the primary now, in a new generation.
+    PromotionCompleted,
 }
 
 impl AuditKind {
@@ -50,6 +60,11 @@ impl AuditKind {
             AuditKind::PartitionReleased => "partition_released",
             AuditKind::MemberJoined => "member_joined",
             AuditKind::MemberLeft => "member_left",
+            AuditKind::PromotionStarted => "promotion_started",
+            AuditKind::WalCatchupStarted => "wal_catchup_started",
+            AuditKind::WalCatchupCompleted => "wal_catchup_completed",
+            AuditKind::DatabaseVerified => "database_verified",
+            AuditKind::PromotionCompleted => "promotion_completed",
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::context::{ActiveContext, AppContext, LeaderChange};
 use crate::error::RuntimeError;
 use crate::hooks::run_optional;
 use crate::metric_names;
+use crate::sqlite::SqliteRole;
 
 /// This node's role in an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -226,18 +227,45 @@ pub(crate) async fn observe_leader(
     }
 }
 
+/// What the active-passive role loop of one app works with.
+pub(crate) struct Driver {
+    pub(crate) ctx: AppContext,
+    pub(crate) hooks: Arc<AppHooks>,
+    /// Each hook's time limit.
+    pub(crate) timeout: Duration,
+    /// The pause before campaigning again after a failed `on_active` or campaign.
+    pub(crate) backoff: Duration,
+    pub(crate) role_tx: watch::Sender<Role>,
+    /// The app's replicated database, if it has one.
+    pub(crate) sqlite: Option<Arc<SqliteRole>>,
+}
+
 /// Runs the active-passive role loop of one app until `stop` fires.
 pub(crate) async fn drive(
-    ctx: AppContext,
-    hooks: Arc<AppHooks>,
-    timeout: Duration,
-    backoff: Duration,
-    role_tx: watch::Sender<Role>,
+    driver: Driver,
     mut step_down_rx: mpsc::Receiver<oneshot::Sender<()>>,
     stop: CancellationToken,
 ) {
+    let Driver {
+        ctx,
+        hooks,
+        timeout,
+        backoff,
+        role_tx,
+        sqlite,
+    } = driver;
     let app = ctx.app().to_string();
     let Ok(key) = election_key(&ctx) else { return };
+    if let Some(db) = &sqlite {
+        // A standby follows the leader's database before it can campaign.
+        while let Err(e) = db.follow().await {
+            tracing::warn!(app, error = %e, "cannot follow the replicated database yet; retrying");
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
     let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
     role_tx.send_replace(Role::Passive);
     loop {
@@ -270,6 +298,7 @@ pub(crate) async fn drive(
             &stop,
             &session,
             &term,
+            sqlite.as_deref(),
         )
         .await
         {
@@ -280,6 +309,9 @@ pub(crate) async fn drive(
             },
             AfterTerm::Stop => break,
         }
+    }
+    if let Some(db) = &sqlite {
+        db.close().await;
     }
     role_tx.send_replace(Role::Stopped);
 }
@@ -295,6 +327,7 @@ async fn lead(
     stop: &CancellationToken,
     session: &coord_client::Session,
     term: &Leadership,
+    sqlite: Option<&SqliteRole>,
 ) -> AfterTerm {
     let app = ctx.app().to_string();
     let cancel = CancellationToken::new();
@@ -315,9 +348,28 @@ async fn lead(
         cancel: cancel.clone(),
         slot: None,
     };
+    let start = async {
+        // A replicated database is promoted before the app's own on_active: the app finds its
+        // data in place, and a failed promotion fails the term like a failed on_active.
+        if let Some(db) = sqlite
+            && let Err(e) = db.promote(&active, session.clone()).await
+        {
+            tracing::warn!(app, error = %e, "database promotion failed");
+            return false;
+        }
+        run_optional(&hooks.on_active, &app, "on_active", active.clone(), timeout)
+            .await
+            .is_ok()
+    };
     let started = tokio::select! {
-        r = run_optional(&hooks.on_active, &app, "on_active", active, timeout) => r.is_ok(),
+        ok = start => ok,
         _ = session.lost() => false,
+    };
+    let fenced_out = async {
+        match sqlite {
+            Some(db) => db.fenced_out().await,
+            None => std::future::pending().await,
+        }
     };
     let end = if !started {
         if session.is_alive() {
@@ -328,6 +380,7 @@ async fn lead(
     } else {
         tokio::select! {
             _ = session.lost() => TermEnd::Lost,
+            _ = fenced_out => TermEnd::Lost,
             _ = stop.cancelled() => TermEnd::Shutdown,
             request = step_down_rx.recv() => match request {
                 Some(done) => TermEnd::StepDown(done),
@@ -367,6 +420,12 @@ async fn lead(
         TermEnd::Shutdown => {}
     }
     if !matches!(end, TermEnd::Lost) {
+        // The last commits of the term are shipped before the successor can promote.
+        if let Some(db) = sqlite
+            && let Err(e) = db.stop_primary().await
+        {
+            tracing::warn!(app, error = %e, "stopping the database's replication failed");
+        }
         // Hand leadership to the next candidate at once.
         if let Err(e) = ctx.coordinator().resign(term).await {
             tracing::warn!(app, error = %e, "resign failed; the term ends when the lease does");
@@ -374,6 +433,12 @@ async fn lead(
         ctx.shared
             .audit
             .record(AuditKind::LeaderReleased, Some(&app), token, None, None);
+    }
+    if let Some(db) = sqlite
+        && !matches!(end, TermEnd::Shutdown)
+        && let Err(e) = db.follow().await
+    {
+        tracing::warn!(app, error = %e, "cannot follow the replicated database");
     }
     let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
     match end {

@@ -51,6 +51,7 @@ mod ring;
 mod self_health;
 mod sessions;
 mod slots;
+mod sqlite;
 mod timing;
 
 pub use app::{App, AppBuilder, AppHooks, AppMode};
@@ -67,4 +68,5 @@ pub use kv::{AppKv, FencedKv};
 pub use owned_work::{PartitionWork, WorkError, WorkItem, WorkState};
 pub use platform::{AppHandle, NodeState, Platform, PlatformBuilder};
 pub use ring::{RingHandle, RingView};
+pub use sqlite::SqliteSpec;
 pub use timing::Timing;

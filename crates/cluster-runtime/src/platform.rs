@@ -53,6 +53,7 @@ pub struct PlatformBuilder {
     heartbeat: Option<Duration>,
     http_addr: Option<SocketAddr>,
     max_concurrent_moves: usize,
+    object_stores: Option<Arc<dyn cluster_core::object_store::ObjectStores>>,
 }
 
 impl std::fmt::Debug for PlatformBuilder {
@@ -137,6 +138,15 @@ impl PlatformBuilder {
         self
     }
 
+    /// Where replicated apps keep WAL segments and snapshots (needed by `App::with_sqlite`).
+    pub fn object_stores(
+        mut self,
+        provider: Arc<dyn cluster_core::object_store::ObjectStores>,
+    ) -> Self {
+        self.object_stores = Some(provider);
+        self
+    }
+
     /// Serves `/health`, `/ready`, `/status` and `/metrics` on `addr` (port 0: any free port).
     pub fn http_addr(mut self, addr: SocketAddr) -> Self {
         self.http_addr = Some(addr);
@@ -175,6 +185,7 @@ impl PlatformBuilder {
                 timing,
                 http_addr: self.http_addr,
                 max_concurrent_moves: self.max_concurrent_moves,
+                object_stores: self.object_stores,
                 sessions: SessionSlot::default(),
                 members: watch::channel(BTreeMap::new()).0,
                 health: HealthRegistry::default(),
@@ -214,6 +225,7 @@ pub(crate) struct RegisteredApp {
     pub(crate) leader_tx: watch::Sender<Option<cluster_core::coordination::LeaderInfo>>,
     pub(crate) ring: Option<(ring::RingPublisher, RingHandle)>,
     pub(crate) settled: watch::Sender<bool>,
+    pub(crate) sqlite: std::sync::OnceLock<Arc<crate::sqlite::SqliteRole>>,
 }
 
 pub(crate) struct Inner {
@@ -227,6 +239,7 @@ pub(crate) struct Inner {
     pub(crate) timing: Timing,
     http_addr: Option<SocketAddr>,
     max_concurrent_moves: usize,
+    object_stores: Option<Arc<dyn cluster_core::object_store::ObjectStores>>,
     pub(crate) sessions: SessionSlot,
     pub(crate) members: watch::Sender<BTreeMap<NodeId, MemberInfo>>,
     pub(crate) health: HealthRegistry,
@@ -292,6 +305,17 @@ impl AppHandle {
         self.registered.ctx.lock(name).await
     }
 
+    /// The database replicator, while this node is the leader of a replicated app
+    /// (`position()`, `lag()`, `sync()`, `stats()`).
+    pub fn db(&self) -> Option<wal_sqlite::Replicator> {
+        self.registered.sqlite.get().and_then(|s| s.replicator())
+    }
+
+    /// The app's snapshots (`create()` needs this node to lead), once the app runs.
+    pub fn snapshots(&self) -> Option<wal_sqlite::Snapshots> {
+        self.registered.sqlite.get().map(|s| s.snapshots())
+    }
+
     /// Waits until the app has made its first decision on this node (joined its election,
     /// claimed its share).
     pub async fn wait_settled(&self, timeout: Duration) -> Result<(), RuntimeError> {
@@ -319,6 +343,7 @@ impl Platform {
             heartbeat: None,
             http_addr: None,
             max_concurrent_moves: 16,
+            object_stores: None,
         }
     }
 
@@ -419,6 +444,15 @@ impl Platform {
 
     /// Registers an app; call before [`run`](Self::run). Returns its handle.
     pub fn register(&self, app: App) -> Result<AppHandle, RuntimeError> {
+        if app.sqlite.is_some() && self.inner.object_stores.is_none() {
+            return Err(RuntimeError::config(
+                "object_stores",
+                format!(
+                    "app {} replicates a database: set PlatformBuilder::object_stores",
+                    app.name
+                ),
+            ));
+        }
         let mut apps = self.inner.apps.lock().unwrap_or_else(|p| p.into_inner());
         if apps.iter().any(|a| a.app.name == app.name) {
             return Err(RuntimeError::DuplicateApp(app.name.to_string()));
@@ -460,6 +494,7 @@ impl Platform {
             leader_tx,
             ring,
             settled: watch::channel(false).0,
+            sqlite: std::sync::OnceLock::new(),
         });
         apps.push(registered.clone());
         Ok(AppHandle { registered })
@@ -830,22 +865,60 @@ impl Platform {
         };
         match app.app.mode {
             AppMode::ActivePassive => {
+                let sqlite = match (&app.app.sqlite, &inner.object_stores) {
+                    (Some(spec), Some(provider)) => {
+                        // The buckets may be unreachable for a while (the store restarting):
+                        // keep trying, the app cannot campaign without its database.
+                        let open = async {
+                            loop {
+                                match crate::sqlite::SqliteRole::open(
+                                    &app.ctx,
+                                    spec.clone(),
+                                    provider.as_ref(),
+                                )
+                                .await
+                                {
+                                    Ok(role) => break Arc::new(role),
+                                    Err(e) => {
+                                        tracing::warn!(app = %name, error = %e, "cannot open the database's buckets yet; retrying");
+                                        tokio::time::sleep(
+                                            inner
+                                                .timing
+                                                .step_down_backoff
+                                                .max(Duration::from_millis(500)),
+                                        )
+                                        .await;
+                                    }
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            role = open => {
+                                let _ = app.sqlite.set(role.clone());
+                                Some(role)
+                            }
+                            _ = stop.cancelled() => None,
+                        }
+                    }
+                    _ => None,
+                };
                 let step_down_rx = app
                     .step_down_rx
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .take();
-                if let Some(rx) = step_down_rx {
-                    election::drive(
-                        app.ctx.clone(),
-                        hooks.clone(),
+                if let Some(rx) = step_down_rx
+                    && (app.app.sqlite.is_none() || sqlite.is_some())
+                {
+                    let driver = election::Driver {
+                        ctx: app.ctx.clone(),
+                        hooks: hooks.clone(),
                         timeout,
-                        inner.timing.step_down_backoff,
-                        app.role_tx.clone(),
-                        rx,
-                        stop.clone(),
-                    )
-                    .await;
+                        backoff: inner.timing.step_down_backoff,
+                        role_tx: app.role_tx.clone(),
+                        sqlite,
+                    };
+                    election::drive(driver, rx, stop.clone()).await;
                 }
             }
             AppMode::Pool => {

@@ -292,7 +292,7 @@ async fn duplicate_node_id_is_refused() {
     })
     .await;
     let second = start_node(&store, "same", app(&log, "same")).await;
-    let outcome = second.task.await.unwrap();
+    let outcome = second.running.task.await.unwrap();
     assert!(
         matches!(
             outcome,

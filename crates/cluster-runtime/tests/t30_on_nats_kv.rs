@@ -1,22 +1,21 @@
 //! The runtime on a real nats-server (JetStream KV as the coordination store): election,
 //! failover of a leader cut off from NATS, and a ring that settles and rebalances.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_core::coordination::Coordinator;
-use cluster_runtime::{App, AppHandle, Platform, RuntimeError};
+use cluster_runtime::{App, AppHandle, Platform};
 use coord_nats::{NatsConfig, NatsCoordinator};
 use testkit::{FaultProxy, Mode, NatsServer};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 struct Node {
     name: String,
     app: AppHandle,
     ring: AppHandle,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RuntimeError>>,
+    running: common::Running,
     proxy: FaultProxy,
 }
 
@@ -40,20 +39,11 @@ async fn start(nats: &NatsServer, name: &str) -> Node {
     let ring = platform
         .register(App::builder("jobs").ring(8).build().unwrap())
         .unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        platform
-            .run(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
     Node {
         name: name.to_owned(),
+        running: common::Running::spawn(&platform),
         app,
         ring,
-        stop: Some(tx),
-        task,
         proxy,
     }
 }
@@ -139,10 +129,7 @@ async fn runtime_on_nats_kv_fails_over_and_rebalances() {
         .await;
         assert_eq!(leaders(&nodes).len(), 1);
     }
-    for mut n in nodes {
-        if let Some(stop) = n.stop.take() {
-            let _ = stop.send(());
-        }
-        n.task.await.unwrap().unwrap();
+    for n in nodes {
+        n.running.stop().await.unwrap();
     }
 }

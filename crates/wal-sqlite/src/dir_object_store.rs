@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cluster_core::object_store::{
-    Object, ObjectInfo, ObjectName, ObjectOperation, ObjectStore, ObjectStoreError,
+    Object, ObjectInfo, ObjectName, ObjectOperation, ObjectStore, ObjectStoreError, ObjectStores,
 };
 
 const TEMP_PREFIX: &str = ".tmp-";
@@ -20,6 +20,37 @@ const TEMP_PREFIX: &str = ".tmp-";
 #[derive(Debug, Clone)]
 pub struct DirObjectStore {
     root: Arc<PathBuf>,
+}
+
+/// Buckets as directories under one root: bucket `name` is `root/name`. Nodes that share the
+/// root (one machine, or a shared filesystem) share the buckets.
+#[derive(Debug, Clone)]
+pub struct DirObjectStores {
+    root: PathBuf,
+}
+
+impl DirObjectStores {
+    /// Buckets under `root` (created on first use).
+    pub fn new(root: impl Into<PathBuf>) -> DirObjectStores {
+        DirObjectStores { root: root.into() }
+    }
+}
+
+#[async_trait]
+impl ObjectStores for DirObjectStores {
+    async fn bucket(&self, name: &str) -> Result<Arc<dyn ObjectStore>, ObjectStoreError> {
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(ObjectStoreError::refused(
+                ObjectOperation::Open,
+                format!("bucket name {name:?} is not [A-Za-z0-9_-]+"),
+            ));
+        }
+        Ok(Arc::new(DirObjectStore::open(self.root.join(name))?))
+    }
 }
 
 fn io_error(operation: ObjectOperation, e: std::io::Error) -> ObjectStoreError {

@@ -25,7 +25,7 @@ mod wal_format;
 mod wal_scan;
 
 pub use config::{ReplicationConfig, Retention};
-pub use dir_object_store::DirObjectStore;
+pub use dir_object_store::{DirObjectStore, DirObjectStores};
 pub use error::{ReplicationError, ReplicationResult, SegmentError};
 pub use generation::{FenceRecord, GenerationManifest, GenerationRecord};
 pub use generation_registry::GenerationRegistry;

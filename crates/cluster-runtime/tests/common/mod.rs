@@ -57,22 +57,51 @@ impl Log {
     }
 }
 
+/// A platform running in a task until stopped.
+pub(crate) struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    pub(crate) task: JoinHandle<Result<(), RuntimeError>>,
+}
+
+impl Running {
+    /// Runs `platform` in a task.
+    pub(crate) fn spawn(platform: &Platform) -> Running {
+        let (tx, rx) = oneshot::channel::<()>();
+        let runner = platform.clone();
+        let task = tokio::spawn(async move {
+            runner
+                .run(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Running {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Shuts the platform down gracefully; returns how `run` ended.
+    pub(crate) async fn stop(mut self) -> Result<(), RuntimeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.expect("platform task")
+    }
+}
+
 /// A running node: its platform, app handle, and a way to stop it gracefully.
 pub(crate) struct Node {
     pub(crate) name: String,
     pub(crate) platform: Platform,
     pub(crate) app: AppHandle,
     pub(crate) coord: MemCoordinator,
-    stop: Option<oneshot::Sender<()>>,
-    pub(crate) task: JoinHandle<Result<(), RuntimeError>>,
+    pub(crate) running: Running,
 }
 
 impl Node {
-    pub(crate) async fn stop(mut self) -> Result<(), RuntimeError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await.expect("platform task")
+    pub(crate) async fn stop(self) -> Result<(), RuntimeError> {
+        self.running.stop().await
     }
 }
 
@@ -91,22 +120,12 @@ pub(crate) async fn start_node(store: &MemCoordinator, name: &str, app: App) -> 
         .build()
         .expect("platform config");
     let app = platform.register(app).expect("register");
-    let (tx, rx) = oneshot::channel::<()>();
-    let runner = platform.clone();
-    let task = tokio::spawn(async move {
-        runner
-            .run(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
     Node {
         name: name.to_owned(),
+        running: Running::spawn(&platform),
         platform,
         app,
         coord,
-        stop: Some(tx),
-        task,
     }
 }
 
