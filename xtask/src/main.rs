@@ -57,9 +57,11 @@ enum Command {
         /// The proposed registry.
         new: std::path::PathBuf,
     },
-    /// Run a benchmark on real servers against a peer in the same run (targets: bus).
+    /// Run a benchmark on real servers against a peer in the same run (release build).
     Bench {
-        /// What to benchmark.
+        /// What to benchmark: `bus` (publisher vs raw JetStream publish), `failover` (leader
+        /// kill to new leader vs etcdctl's lock; step-down, cancel, join), `wal` (SQLite
+        /// replication vs Litestream: lag, CPU, bytes stored, restore time).
         target: String,
     },
 }
