@@ -367,4 +367,16 @@ impl KvStore for NatsCoordinator {
         })
         .await
     }
+
+    /// The fence key's revision moves with every renewal; the term it carries does not.
+    async fn fence_holds(&self, fence: &Fence) -> CoordResult<bool> {
+        self.within(Operation::Read, |deadline| async move {
+            let stored = self.read(&fence.key, Operation::Read, deadline).await?;
+            Ok(stored
+                .as_ref()
+                .and_then(|s| s.live().map(|l| l.term))
+                .is_some_and(|term| term == fence.token.get()))
+        })
+        .await
+    }
 }

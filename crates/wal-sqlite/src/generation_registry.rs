@@ -2,8 +2,9 @@
 //!
 //! Keys in the app's `wal` namespace: `head` (`{"current": g}`) and `gen/{g:016x}` (a
 //! [`GenerationRecord`]). Starting a generation creates its record (`Expect::Absent`) and moves
-//! the head: with the primary's [`Fence`] (`put_if_held`, so a fenced-out primary cannot) or by
-//! CAS on the head's revision when there is no election. Sealing a generation is a CAS on its
+//! the head: with the primary's [`Fence`] (`put_if_held`, so a fenced-out primary cannot; on a
+//! store without `put_if_held` across namespaces, a fence check then a CAS on the head's
+//! revision) or by CAS on the head's revision when there is no election. Sealing a generation is a CAS on its
 //! record's revision; a seal, once written, is never changed.
 
 use std::sync::Arc;
@@ -127,12 +128,27 @@ impl GenerationRegistry {
         let value = encode(&Head {
             current: generation,
         });
+        let expect = head.map_or(Expect::Absent, |e| Expect::Revision(e.revision));
         let moved = match fence {
-            Some(fence) => self.kv.put_if_held(&head_key, value, fence).await,
-            None => {
-                let expect = head.map_or(Expect::Absent, |e| Expect::Revision(e.revision));
-                self.kv.put(&head_key, value, expect, None).await
-            }
+            Some(fence) => match self.kv.put_if_held(&head_key, value.clone(), fence).await {
+                // A store that cannot condition this write on the fence key (NATS KV: another
+                // bucket): check the fence, then move the head by CAS. A successor moves the
+                // head by CAS too, from the same revision, so at most one of the two moves; and
+                // a primary past its term ships nothing (its lease deadline), whatever the head.
+                Err(CoordError::Unsupported { .. }) => {
+                    if self.kv.fence_holds(fence).await? {
+                        self.kv.put(&head_key, value, expect, None).await
+                    } else {
+                        Err(CoordError::StaleToken {
+                            resource: fence.key.path(),
+                            presented: fence.token,
+                            current: None,
+                        })
+                    }
+                }
+                r => r,
+            },
+            None => self.kv.put(&head_key, value, expect, None).await,
         };
         match moved {
             Ok(_) => Ok(revision),
@@ -183,18 +199,17 @@ impl GenerationRegistry {
         }
     }
 
-    /// Whether the fence of `record` still stands: its key exists at the record's token.
+    /// Whether the fence of `record` still stands: its key is still in the record's term.
     pub async fn fence_stands(&self, record: &GenerationRecord) -> ReplicationResult<bool> {
         let Some(fence) = &record.fence else {
             // Without an election there is one writer; nothing fences it out.
             return Ok(true);
         };
-        let key = Key::new(fence.namespace.clone(), fence.name.clone())?;
-        Ok(self
-            .kv
-            .get(&key)
-            .await?
-            .is_some_and(|e| FencingToken::from(e.revision) == FencingToken::new(record.token)))
+        let fence = Fence {
+            key: Key::new(fence.namespace.clone(), fence.name.clone())?,
+            token: FencingToken::new(record.token),
+        };
+        Ok(self.kv.fence_holds(&fence).await?)
     }
 }
 

@@ -48,35 +48,71 @@ fn config() -> ReplicationConfig {
     }
 }
 
+/// A durable nats-server, a primary with one committed transaction under `config`, and a
+/// standby that has applied it (generation 1).
+struct Pair {
+    nats: NatsServer,
+    dir: tempfile::TempDir,
+    primary_path: std::path::PathBuf,
+    replica_path: std::path::PathBuf,
+    primary: rusqlite::Connection,
+    replicator: Replicator,
+    standby: Standby,
+}
+
+impl Pair {
+    async fn start(config: ReplicationConfig) -> Pair {
+        testkit::init_tracing();
+        let nats = NatsServer::start_with(NatsOptions::durable())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let coord = Arc::new(coord_mem::MemCoordinator::new());
+        let stores = nats_stores(&nats, coord).await;
+        let primary_path = dir.path().join("primary.db");
+        let replica_path = dir.path().join("replica.db");
+        let primary = open_ledger(&primary_path);
+        write_tx(&primary, 0);
+        let replicator = Replicator::start(
+            &primary_path,
+            "node-a",
+            config,
+            stores.clone(),
+            ReplicationTerm::unfenced(FencingToken::new(1)),
+            StartFrom::Snapshot,
+        )
+        .await
+        .unwrap();
+        let standby = Standby::start(&replica_path, standby_config(), stores)
+            .await
+            .unwrap();
+        let p = replicator.sync().await.unwrap();
+        assert_eq!(p.generation, 1);
+        assert_eq!(standby.wait_for(p, Duration::from_secs(30)).await, Some(p));
+        Pair {
+            nats,
+            dir,
+            primary_path,
+            replica_path,
+            primary,
+            replicator,
+            standby,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_nats_with_store_outages_in_both_modes() {
-    testkit::init_tracing();
     let _slot = testkit::test_slot().await;
-    let mut nats = NatsServer::start_with(NatsOptions::durable())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let coord = Arc::new(coord_mem::MemCoordinator::new());
-    let stores = nats_stores(&nats, coord.clone()).await;
-    let primary_path = dir.path().join("primary.db");
-    let replica_path = dir.path().join("replica.db");
-    let primary = open_ledger(&primary_path);
-    write_tx(&primary, 0);
-    let replicator = Replicator::start(
-        &primary_path,
-        "node-a",
-        config(),
-        stores.clone(),
-        ReplicationTerm::unfenced(FencingToken::new(1)),
-        StartFrom::Snapshot,
-    )
-    .await
-    .unwrap();
-    let standby = Standby::start(&replica_path, standby_config(), stores.clone())
-        .await
-        .unwrap();
-    let p = replicator.sync().await.unwrap();
-    assert_eq!(standby.wait_for(p, Duration::from_secs(30)).await, Some(p));
+    let Pair {
+        mut nats,
+        dir: _dir,
+        primary_path,
+        replica_path,
+        primary,
+        replicator,
+        standby,
+    } = Pair::start(config()).await;
     let reader = InvariantReader::start(replica_path.clone());
     let mut tx = 1;
     {
@@ -126,6 +162,92 @@ async fn two_nodes_over_nats_with_store_outages_in_both_modes() {
     }
     let checks = reader.finish();
     tracing::info!(checks, stats = ?replicator.stats(), "reader saw only whole transactions");
+    standby.stop().await.unwrap();
+    replicator.stop().await.unwrap();
+}
+
+/// Runs `PRAGMA wal_checkpoint(TRUNCATE)` without waiting; true if it completed (no reader held
+/// the WAL).
+fn truncate_completed(conn: &rusqlite::Connection) -> bool {
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .unwrap();
+    busy == 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_down_past_the_wal_limit_lets_go_of_the_wal_and_resumes_in_a_new_generation() {
+    let _slot = testkit::test_slot().await;
+    let Pair {
+        mut nats,
+        dir: _dir,
+        primary_path,
+        replica_path,
+        primary,
+        replicator,
+        standby,
+    } = Pair::start(ReplicationConfig {
+        max_wal_bytes: 512 << 10,
+        ..config()
+    })
+    .await;
+    let probe = rusqlite::Connection::open(&primary_path).unwrap();
+    probe.busy_timeout(Duration::ZERO).unwrap();
+    let mut tx = 1;
+    {
+        tracing::info!("store down, WAL under the limit: capture holds it against a truncate");
+        nats.stop();
+        for _ in 0..10 {
+            write_tx(&primary, tx);
+            tx += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !truncate_completed(&probe),
+            "capture lets nobody truncate frames it has not shipped"
+        );
+    }
+    {
+        tracing::info!("past the limit: capture lets go, the application's truncate completes");
+        for _ in 0..400 {
+            write_tx(&primary, tx);
+            tx += 1;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !truncate_completed(&probe) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "capture never let go of a WAL past max_wal_bytes"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for _ in 0..20 {
+            write_tx(&primary, tx);
+            tx += 1;
+        }
+    }
+    {
+        tracing::info!("store back: a new generation from a snapshot, the replica equal again");
+        nats.restart().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let p = loop {
+            match replicator.sync().await {
+                Ok(p) if p.generation > 1 => break p,
+                Ok(p) => tracing::info!(?p, "still the old generation"),
+                Err(e) => tracing::info!(error = %e, "waiting for the store"),
+            }
+            assert!(std::time::Instant::now() < deadline, "no new generation");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(
+            p.generation, 2,
+            "the history resumes in the next generation"
+        );
+        assert_eq!(standby.wait_for(p, Duration::from_secs(30)).await, Some(p));
+        assert_eq!(rows(&replica_path), rows(&primary_path));
+        assert_eq!(rows(&replica_path).len() as u64, 2 * tx);
+        integrity_ok(&replica_path);
+    }
     standby.stop().await.unwrap();
     replicator.stop().await.unwrap();
 }

@@ -6,7 +6,7 @@ use crate::coordination::error::CoordResult;
 use crate::coordination::fence::Fence;
 use crate::coordination::key::{Key, KeyPrefix};
 use crate::coordination::lease_store::LeaseId;
-use crate::ids::Revision;
+use crate::ids::{FencingToken, Revision};
 
 /// A key with its value and revisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,4 +69,16 @@ pub trait KvStore: Send + Sync {
 
     /// Writes `value` only while `fence` is still held, atomically with that check.
     async fn put_if_held(&self, key: &Key, value: Vec<u8>, fence: &Fence) -> CoordResult<Revision>;
+
+    /// Whether `fence` is still held now: its key exists in the term that gave `fence.token`.
+    /// A read, not a guard: a caller that needs the check and a write in one step uses
+    /// [`put_if_held`](KvStore::put_if_held). The default compares the key's revision with the
+    /// token; backends whose revisions move without a new term (renewals rewrite the key)
+    /// override it.
+    async fn fence_holds(&self, fence: &Fence) -> CoordResult<bool> {
+        Ok(self
+            .get(&fence.key)
+            .await?
+            .is_some_and(|e| FencingToken::from(e.revision) == fence.token))
+    }
 }

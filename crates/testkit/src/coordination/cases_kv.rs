@@ -148,6 +148,7 @@ pub async fn put_if_held_refuses_superseded_claim<H: CoordHarness>(h: &mut H) {
         .unwrap();
 
     let old = coord.claim(&resource, &node("a"), a.lease()).await.unwrap();
+    assert!(coord.fence_holds(&old.fence()).await.unwrap());
     if !coord.capabilities().put_if_held {
         tracing::info!("backend declares put_if_held unsupported: it must say so");
         let err = coord
@@ -155,6 +156,11 @@ pub async fn put_if_held_refuses_superseded_claim<H: CoordHarness>(h: &mut H) {
             .await
             .unwrap_err();
         assert!(matches!(err, CoordError::Unsupported { .. }), "{err:?}");
+        tracing::info!("fence_holds still tells a superseded fence from the current one");
+        coord.release(&old).await.unwrap();
+        let new = coord.claim(&resource, &node("b"), b.lease()).await.unwrap();
+        assert!(!coord.fence_holds(&old.fence()).await.unwrap());
+        assert!(coord.fence_holds(&new.fence()).await.unwrap());
         return;
     }
     {
@@ -169,6 +175,8 @@ pub async fn put_if_held_refuses_superseded_claim<H: CoordHarness>(h: &mut H) {
         coord.release(&old).await.unwrap();
         let new = coord.claim(&resource, &node("b"), b.lease()).await.unwrap();
         assert!(new.token > old.token);
+        assert!(!coord.fence_holds(&old.fence()).await.unwrap());
+        assert!(coord.fence_holds(&new.fence()).await.unwrap());
         new
     };
     {

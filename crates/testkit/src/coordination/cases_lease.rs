@@ -109,12 +109,20 @@ pub async fn session_outlives_its_ttl_by_renewing<H: CoordHarness>(h: &mut H) {
         .put(&k, b"v".to_vec(), Expect::Absent, Some(session.lease()))
         .await
         .unwrap();
+    let claim = coord
+        .claim(&key(&ns, "claimed"), &node("n1"), session.lease())
+        .await
+        .unwrap();
     tokio::time::sleep(timing.ttl * 3).await;
     assert!(
         session.is_alive(),
         "session died while the store was reachable"
     );
     assert!(coord.get(&k).await.unwrap().is_some(), "bound key expired");
+    assert!(
+        coord.fence_holds(&claim.fence()).await.unwrap(),
+        "renewals must not end the claim's fence"
+    );
     session.close(coord.as_ref()).await.unwrap();
     assert!(
         coord.get(&k).await.unwrap().is_none(),
