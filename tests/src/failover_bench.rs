@@ -84,6 +84,38 @@ fn first_record(records: &[Record], after: u64, event: &str) -> Option<u64> {
 }
 
 /// Runs every series with `trials` trials each against etcd at `etcd`; returns the series.
+/// Restarts the killed node `name` and waits until it is a standby again. The store may still
+/// hold its previous incarnation's registration for a moment (each NATS KV key expires on its
+/// own timer), which the new process is refused with `NodeIdInUse`: it is started again then,
+/// as a supervisor would.
+fn rejoin(
+    cluster: &mut DemoCluster,
+    name: &str,
+    killed: u64,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        cluster.start(name)?;
+        let outcome = cluster.wait_for(limit, |c| {
+            if first_record(&c.history(name), killed, "passive").is_some() {
+                Some(true)
+            } else if !c.is_running(name) {
+                Some(false)
+            } else {
+                None
+            }
+        });
+        match outcome {
+            Some(true) => return Ok(()),
+            Some(false) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            _ => anyhow::bail!("restarted node {name} did not rejoin"),
+        }
+    }
+}
+
 pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<Vec<Series>> {
     use anyhow::Context;
     let etcdctl = testkit::tools::Tool::Etcdctl.locate()?.path;
@@ -123,12 +155,7 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
             })
             .context("no failover")?;
         ours.samples.push(ms(took - killed));
-        cluster.start(&leader)?;
-        cluster
-            .wait_for(limit, |c| {
-                first_record(&c.history(&leader), killed, "passive")
-            })
-            .context("restarted node did not rejoin")?;
+        rejoin(&mut cluster, &leader, killed, limit)?;
 
         // Peer: etcdctl lock with the same TTL, on the same etcd.
         let name = format!("/bench-{}/lock-{trial}", std::process::id());
@@ -296,12 +323,7 @@ pub fn run_nats_kv(bin: &Path, dir: &Path, nats: &str, trials: usize) -> anyhow:
             })
             .context("no failover on NATS KV")?;
         series.samples.push(ms(took - killed));
-        cluster.start(&leader)?;
-        cluster
-            .wait_for(limit, |c| {
-                first_record(&c.history(&leader), killed, "passive")
-            })
-            .context("restarted node did not rejoin")?;
+        rejoin(&mut cluster, &leader, killed, limit)?;
     }
     cluster.stop("a", limit);
     cluster.stop("b", limit);

@@ -16,7 +16,8 @@ pub struct Record {
     #[serde(default)]
     pub app: Option<String>,
     /// What: `joined`, `alive_until`, `active`, `cancelled`, `passive`, `write_refused`,
-    /// `write_accepted`, `own`, `release`, `work_run`, `leader_seen`.
+    /// `write_accepted`, `write_unsupported` (a store that cannot fence writes), `own`, `release`,
+    /// `work_run`, `leader_seen`.
     pub event: String,
     /// The fencing token involved.
     #[serde(default)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cluster_core::coordination::{Coordinator, Fence};
+use cluster_core::coordination::{CoordError, Coordinator, Fence};
 use cluster_runtime::{App, OwnContext, Platform, ReleaseReason};
 use cluster_tests::history::{HistoryWriter, mono_ns, mono_ns_of};
 use coord_etcd::{EtcdConfig, EtcdCoordinator};
@@ -256,7 +256,16 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
                 *fence.lock().unwrap_or_else(|p| p.into_inner()) =
                     ctx.fence.clone().map(|f| (f, ctx.cancel.clone()));
                 let kv = ctx.fenced_kv().ok_or("active-passive terms are fenced")?;
-                kv.put("leader", ctx.app.node().as_str()).await?;
+                let writes = match kv.put("leader", ctx.app.node().as_str()).await {
+                    Ok(_) => true,
+                    // NATS KV cannot condition a write on a key of another bucket: the term
+                    // runs without fenced writes there (docs/coordination-nats.md).
+                    Err(CoordError::Unsupported { .. }) => {
+                        tracing::info!("the store cannot fence writes; the term writes nothing");
+                        false
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let (cancel, token) = (ctx.cancel.clone(), ctx.token.get());
                 {
                     // Records the moment the term's work is cancelled, nothing else.
@@ -265,6 +274,9 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
                         cancel.cancelled().await;
                         history.record(Some("ledger"), "cancelled", token, None, None);
                     });
+                }
+                if !writes {
+                    return Ok(());
                 }
                 tokio::spawn(async move {
                     let mut beats = 0u64;
@@ -303,10 +315,10 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
                         .fenced(old)
                         .put("straggler", ctx.node().as_str())
                         .await;
-                    let event = if outcome.is_ok() {
-                        "write_accepted"
-                    } else {
-                        "write_refused"
+                    let event = match &outcome {
+                        Ok(_) => "write_accepted",
+                        Err(CoordError::Unsupported { .. }) => "write_unsupported",
+                        Err(_) => "write_refused",
                     };
                     history.record(
                         Some("ledger"),
