@@ -444,7 +444,9 @@ async fn lead(
     match end {
         TermEnd::StepDown(done) => {
             let _ = done.send(());
-            AfterTerm::Campaign
+            // Stores without a queue of candidates (NATS KV, Consul) give the term to whoever
+            // creates the key first: campaigning at once could win it straight back.
+            AfterTerm::Backoff
         }
         TermEnd::Lost => AfterTerm::Campaign,
         TermEnd::ActiveFailed => AfterTerm::Backoff,

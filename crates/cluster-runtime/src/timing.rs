@@ -19,7 +19,8 @@ pub struct Timing {
     pub shutdown_timeout: Duration,
     /// How long a moving partition may take to drain its in-flight work.
     pub drain_timeout: Duration,
-    /// How long to wait after a failed `on_active` before campaigning again.
+    /// How long to wait after a failed `on_active` or a step-down before campaigning again (so
+    /// another candidate takes the term, also on stores without a candidate queue).
     pub step_down_backoff: Duration,
 }
 

@@ -229,6 +229,11 @@ struct ApiError {
     description: String,
 }
 
+/// Whether a stream's group has elected a leader.
+fn has_leader(info: &stream::Info) -> bool {
+    info.cluster.as_ref().is_some_and(|c| c.leader.is_some())
+}
+
 /// JetStream KV operations over one connection.
 #[derive(Debug)]
 pub(crate) struct JetStreamKv {
@@ -389,8 +394,13 @@ impl JetStreamKv {
             Ok(r) => r,
         };
         match created {
-            Ok(Response::Ok(_)) => {
+            Ok(Response::Ok(info)) => {
                 tracing::info!(bucket, replicas = config.num_replicas, "created bucket");
+                if config.num_replicas > 1 && !has_leader(&info) {
+                    // A replicated stream answers nothing until its group elects a leader: the
+                    // first write would otherwise spend its whole call timeout waiting.
+                    self.await_stream_leader(&name, create_deadline).await?;
+                }
             }
             // Created concurrently by another client: check it like an existing one.
             Ok(Response::Err { error }) if error.error_code().0 == ERR_STREAM_NAME_IN_USE => {
@@ -401,6 +411,27 @@ impl JetStreamKv {
         }
         self.mark_ensured(bucket);
         Ok(())
+    }
+
+    /// Polls the stream's info until its group has a leader, or `deadline`.
+    async fn await_stream_leader(&self, name: &str, deadline: Instant) -> Result<(), JsFailure> {
+        loop {
+            let info: Result<Response<stream::Info>, _> = timeout_at(
+                deadline,
+                self.js.request(format!("STREAM.INFO.{name}"), &()),
+            )
+            .await
+            .map_err(|_| JsFailure::Timeout(self.config.create_timeout))?;
+            if let Ok(Response::Ok(info)) = info
+                && has_leader(&info)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(JsFailure::Timeout(self.config.create_timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn is_ensured(&self, bucket: &str) -> bool {

@@ -138,9 +138,25 @@ impl ServerProcess {
         Ok(())
     }
 
-    /// SIGSTOP: the server keeps its sockets but answers nothing.
+    /// SIGSTOP: the server keeps its sockets but answers nothing. Returns once every thread of
+    /// the server is stopped (a signal is delivered asynchronously: a thread running on another
+    /// core could otherwise still answer a request sent after `pause` returned).
     pub fn pause(&self) -> io::Result<()> {
-        self.signal(libc::SIGSTOP)
+        self.signal(libc::SIGSTOP)?;
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "{} did not stop within 5 s of SIGSTOP",
+                    self.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     /// SIGCONT after [`pause`](Self::pause).
@@ -259,4 +275,20 @@ pub fn leaked_servers(dir: &Path) -> Vec<LeakedServer> {
         }
     }
     leaked
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T`, or `t` when traced), from
+/// `/proc/<pid>/task/*/stat`.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }
