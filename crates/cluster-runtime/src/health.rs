@@ -235,12 +235,16 @@ impl HealthRegistry {
             (
                 state.spec.timeout,
                 failing_dep
-                    .map(|d| format!("dependency {d} is failing"))
-                    .or(breaker.then(|| "circuit breaker open".to_owned())),
+                    .map(|d| Blocked::Dependency(format!("dependency {d} is failing")))
+                    .or(breaker.then_some(Blocked::Breaker)),
             )
         };
         let result = match blocked {
-            Some(reason) => Err(reason),
+            Some(Blocked::Breaker) => return, // the last real failure stands until the probe
+            Some(Blocked::Dependency(reason)) => {
+                self.record_blocked(name, reason);
+                return;
+            }
             None => match tokio::time::timeout(timeout, f()).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e.to_string()),
@@ -248,6 +252,36 @@ impl HealthRegistry {
             },
         };
         self.record(name, result);
+    }
+
+    /// Records that `name` did not run because a dependency fails: it reports failing, but the
+    /// skipped run is not a failure of its own (it neither opens nor extends its breaker).
+    fn record_blocked(&self, name: &str, reason: String) {
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        let overall = {
+            let mut checks = self.lock();
+            let Some(state) = checks.get_mut(name) else {
+                return;
+            };
+            push_history(
+                state,
+                CheckResult {
+                    ok: false,
+                    error: Some(reason),
+                    at_ms,
+                },
+            );
+            rollup(&checks)
+        };
+        self.publish(overall);
+    }
+
+    fn publish(&self, overall: HealthStatus) {
+        self.status.send_if_modified(|s| {
+            let changed = *s != overall;
+            *s = overall;
+            changed
+        });
     }
 
     fn record(&self, name: &str, result: Result<(), String>) {
@@ -260,14 +294,14 @@ impl HealthRegistry {
             let ok = result.is_ok();
             metrics::counter!(crate::metric_names::HEALTH_CHECKS, "check" => name.to_owned(), "status" => if ok { "ok" } else { "fail" })
                 .increment(1);
-            if state.history.len() == HISTORY {
-                state.history.pop_front();
-            }
-            state.history.push_back(CheckResult {
-                ok,
-                error: result.err(),
-                at_ms,
-            });
+            push_history(
+                state,
+                CheckResult {
+                    ok,
+                    error: result.err(),
+                    at_ms,
+                },
+            );
             if ok {
                 state.consecutive_failures = 0;
                 state.breaker_open_until = None;
@@ -279,12 +313,23 @@ impl HealthRegistry {
             }
             rollup(&checks)
         };
-        self.status.send_if_modified(|s| {
-            let changed = *s != overall;
-            *s = overall;
-            changed
-        });
+        self.publish(overall);
     }
+}
+
+/// Why a scheduled run did not happen.
+enum Blocked {
+    /// The breaker is open and its cooldown has not passed.
+    Breaker,
+    /// A dependency fails (its description).
+    Dependency(String),
+}
+
+fn push_history(state: &mut CheckState, result: CheckResult) {
+    if state.history.len() == HISTORY {
+        state.history.pop_front();
+    }
+    state.history.push_back(result);
 }
 
 fn rollup(checks: &BTreeMap<String, CheckState>) -> HealthStatus {
@@ -348,6 +393,58 @@ mod tests {
             before,
             "an open breaker does not run the check"
         );
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_probes_after_its_cooldown_and_closes_on_success() {
+        let registry = HealthRegistry::default();
+        let stop = CancellationToken::new();
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        // Fails its first 3 runs, then passes.
+        registry.register(
+            CheckSpec::new("db", Duration::from_secs(1)),
+            move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move { if n < 3 { Err("down".into()) } else { Ok(()) } }
+            },
+            stop.clone(),
+        );
+        registry.register(
+            CheckSpec::new("api", Duration::from_secs(1)).depends_on("db"),
+            || async { Ok(()) },
+            stop.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(registry.status(), HealthStatus::Unhealthy);
+        assert!(
+            registry
+                .report()
+                .iter()
+                .any(|r| r.name == "db" && r.breaker_open)
+        );
+        // The cooldown is 5 intervals from the third failure (t = 2 s): nothing runs before it
+        // ends, then the probe runs and passes.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "no run while the breaker is open"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(runs.load(Ordering::SeqCst) >= 4, "the half-open probe ran");
+        let report = registry.report();
+        let db = report.iter().find(|r| r.name == "db").unwrap();
+        assert!(db.ok && !db.breaker_open && db.consecutive_failures == 0);
+        let api = report.iter().find(|r| r.name == "api").unwrap();
+        assert!(
+            api.ok,
+            "the dependent check runs again once its dependency passes"
+        );
+        assert_eq!(api.consecutive_failures, 0, "skipped runs are not failures");
+        assert_eq!(registry.status(), HealthStatus::Healthy);
         stop.cancel();
     }
 
