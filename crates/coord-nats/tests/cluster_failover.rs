@@ -23,10 +23,13 @@ fn node(name: &str) -> NodeId {
     NodeId::new(name).unwrap()
 }
 
+/// Three servers on two cores: calls and watch heartbeats get more room than on one server.
 fn config(cluster: &NatsCluster) -> NatsConfig {
     NatsConfig {
         servers: (0..3).map(|i| cluster.member(i).url()).collect(),
         replicas: Some(3),
+        call_timeout: Duration::from_secs(3),
+        watch_heartbeat: Duration::from_secs(1),
         ..common::config(String::new())
     }
 }
@@ -94,12 +97,14 @@ async fn holder_keeps_its_term_when_the_stream_leader_dies() {
 
     let (a, b, term_a, claim) = {
         tracing::info!("a leads and owns a claim, in R3 buckets made with all servers up");
-        let a = Session::open(coord.clone(), node("a"), timing)
-            .await
-            .unwrap();
-        let b = Session::open(coord.clone(), node("b"), timing)
-            .await
-            .unwrap();
+        let a = retrying("session a", Duration::from_secs(30), || {
+            Session::open(coord.clone(), node("a"), timing)
+        })
+        .await;
+        let b = retrying("session b", Duration::from_secs(30), || {
+            Session::open(coord.clone(), node("b"), timing)
+        })
+        .await;
         let term_a = coord.campaign(&election, "a", a.lease()).await.unwrap();
         let claim = coord.claim(&resource, &node("a"), a.lease()).await.unwrap();
         coord
@@ -108,7 +113,10 @@ async fn holder_keeps_its_term_when_the_stream_leader_dies() {
             .unwrap();
         (a, b, term_a, claim)
     };
-    let mut leaders = observer.observe_leader(&election).await.unwrap();
+    let mut leaders = retrying("observe", Duration::from_secs(30), || {
+        observer.observe_leader(&election)
+    })
+    .await;
     assert_eq!(
         next_leader(&mut leaders).await.map(|l| l.token),
         Some(term_a.token)
