@@ -36,6 +36,8 @@ mod sequence_store;
 mod sqlite;
 mod topology;
 
+/// The error of [`Publisher::drain_shard`] (defined with the port).
+pub use cluster_core::event::DrainTimeout;
 pub use config::NatsBusConfig;
 pub use consumer::{Consumer, ConsumerError};
 pub use consumer_config::ConsumerConfig;
@@ -45,9 +47,7 @@ pub use nats_event_bus::NatsEventBus;
 pub use object_store::{NatsObjectStore, NatsObjectStores, ObjectBucketSpec};
 pub use outbox::{Outbox, OutboxEntry, OutboxError, StoredEntry};
 pub use publish_error::PublishError;
-pub use publisher::{
-    Delivered, DrainTimeout, OpenError, PublishReceipt, Publisher, PublisherStatus,
-};
+pub use publisher::{Delivered, OpenError, PublishReceipt, Publisher, PublisherStatus};
 pub use publisher_config::{PublisherConfig, WhenFull};
 pub use sequence_store::SequenceStore;
 pub use topology::{Durability, Topology};

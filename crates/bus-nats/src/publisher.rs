@@ -25,11 +25,13 @@ use std::time::SystemTime;
 
 use cluster_core::event::BusError;
 use cluster_core::event::BusMessage;
+use cluster_core::event::DrainTimeout;
 use cluster_core::event::Envelope;
 use cluster_core::event::EventBus;
 use cluster_core::event::EventId;
 use cluster_core::event::OutgoingEvent;
 use cluster_core::event::SchemaRegistry;
+use cluster_core::event::ShardOutbox;
 use cluster_core::event::Subject;
 use cluster_core::event::Timestamp;
 use cluster_core::ids::PartitionId;
@@ -81,18 +83,6 @@ pub struct PublisherStatus {
     pub outbox_depth: usize,
 }
 
-/// Why a graceful handoff could not drain a shard's outbox.
-#[derive(Debug, thiserror::Error)]
-#[error("shard {shard} still has {remaining} events in the outbox after {waited:?}")]
-pub struct DrainTimeout {
-    /// The shard.
-    pub shard: PartitionId,
-    /// Events still waiting.
-    pub remaining: usize,
-    /// How long it waited.
-    pub waited: Duration,
-}
-
 struct Inner {
     bus: Arc<dyn EventBus>,
     config: PublisherConfig,
@@ -131,6 +121,13 @@ pub struct OpenError {
     /// What failed.
     #[source]
     pub source: OutboxError,
+}
+
+#[async_trait::async_trait]
+impl ShardOutbox for Publisher {
+    async fn drain_shard(&self, shard: PartitionId, limit: Duration) -> Result<(), DrainTimeout> {
+        Publisher::drain_shard(self, shard, limit).await
+    }
 }
 
 impl Publisher {

@@ -1,8 +1,10 @@
 //! `App`: a named piece of work the platform runs in one of four modes, with its hooks.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use cluster_core::event::ShardOutbox;
 use cluster_core::ids::AppName;
 
 use crate::context::{
@@ -64,6 +66,17 @@ pub struct App {
     pub(crate) hook_timeout: Option<Duration>,
     pub(crate) weight: u32,
     pub(crate) sqlite: Option<crate::sqlite::SqliteSpec>,
+    pub(crate) outbox: Option<HandoffOutbox>,
+}
+
+/// The outbox a ring app drains for a partition before releasing it in a graceful handoff.
+#[derive(Clone)]
+pub(crate) struct HandoffOutbox(pub(crate) Arc<dyn ShardOutbox>);
+
+impl std::fmt::Debug for HandoffOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandoffOutbox")
+    }
 }
 
 impl App {
@@ -76,6 +89,7 @@ impl App {
             hook_timeout: None,
             weight: 1,
             sqlite: None,
+            outbox: None,
         }
     }
 
@@ -99,6 +113,7 @@ pub struct AppBuilder {
     hook_timeout: Option<Duration>,
     weight: u32,
     sqlite: Option<crate::sqlite::SqliteSpec>,
+    outbox: Option<HandoffOutbox>,
 }
 
 macro_rules! hook_setter {
@@ -143,6 +158,15 @@ impl AppBuilder {
     /// The time each hook of this app may take (default: the platform's hook timeout).
     pub fn hook_timeout(mut self, timeout: Duration) -> Self {
         self.hook_timeout = Some(timeout);
+        self
+    }
+
+    /// The publisher whose outbox holds this ring app's events (their `shard` is the
+    /// partition): a graceful handoff waits, up to the drain timeout, until the moving
+    /// partition's events have left the outbox before releasing it, so the next owner's events
+    /// come after every event of this one. Ring apps only.
+    pub fn drain_outbox_on_handoff(mut self, outbox: Arc<dyn ShardOutbox>) -> Self {
+        self.outbox = Some(HandoffOutbox(outbox));
         self
     }
 
@@ -230,6 +254,12 @@ impl AppBuilder {
                 "must be greater than zero",
             ));
         }
+        if self.outbox.is_some() && !matches!(self.mode, AppMode::Ring { .. }) {
+            return Err(RuntimeError::config(
+                "outbox",
+                "only ring apps hand partitions over; their shards are the partitions",
+            ));
+        }
         if self.sqlite.is_some() && self.mode != AppMode::ActivePassive {
             return Err(RuntimeError::config(
                 "sqlite",
@@ -254,6 +284,7 @@ impl AppBuilder {
             hook_timeout: self.hook_timeout,
             weight: self.weight,
             sqlite: self.sqlite,
+            outbox: self.outbox,
         })
     }
 }

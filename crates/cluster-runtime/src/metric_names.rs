@@ -20,3 +20,5 @@ pub const OWNED_PARTITIONS: &str = "cluster_owned_partitions";
 pub const AUDIT_DROPPED: &str = "cluster_audit_dropped_total";
 /// Health check results, by `check` and `status`.
 pub const HEALTH_CHECKS: &str = "cluster_health_checks_total";
+/// Graceful handoffs that released a partition before its outbox was drained, by `app`.
+pub const OUTBOX_DRAIN_TIMEOUTS: &str = "cluster_outbox_drain_timeouts_total";

@@ -949,6 +949,7 @@ impl Platform {
                         hook_timeout: timeout,
                         drain_timeout: inner.timing.drain_timeout,
                         max_concurrent_moves: inner.max_concurrent_moves,
+                        outbox: app.app.outbox.clone(),
                     };
                     app.role_tx.send_replace(Role::Passive);
                     ring::drive(

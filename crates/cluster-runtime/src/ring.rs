@@ -239,6 +239,8 @@ pub(crate) struct RingSettings {
     pub(crate) hook_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) max_concurrent_moves: usize,
+    /// Drained for a partition before its graceful release.
+    pub(crate) outbox: Option<crate::app::HandoffOutbox>,
 }
 
 /// A partition this node owns.
@@ -432,12 +434,7 @@ impl RingNode {
                     },
                     Some(done) = self.handoffs.join_next() => {
                         if let Ok(p) = done {
-                            self.owned.remove(&p);
-                            self.set_work(p, None);
-                            self.view_tx.send_modify(|v| {
-                                v.mine.remove(&p);
-                                v.draining.remove(&p);
-                            });
+                            self.handed_off(p);
                         }
                     }
                     _ = async { match &session { Some(s) => { s.lost().await; } None => std::future::pending().await } } => {}
@@ -654,6 +651,7 @@ impl RingNode {
         let cancel = owned.cancel.clone();
         let claim = owned.claim.clone();
         let drain = self.settings.drain_timeout;
+        let outbox = self.settings.outbox.clone();
         let ctx = self.ctx.clone();
         let hooks = self.hooks.clone();
         let hook_timeout = self.settings.hook_timeout;
@@ -662,6 +660,7 @@ impl RingNode {
             if !work.drain(drain).await {
                 tracing::warn!(app, partition = p, "drain timed out; unfinished items pass to the next owner");
             }
+            drain_outbox(&app, outbox.as_ref(), p, drain).await;
             cancel.cancel();
             metrics::counter!(metric_names::OWNERSHIP_CHANGES, "reason" => "handoff").increment(1);
             ctx.shared.audit.record(
@@ -685,20 +684,61 @@ impl RingNode {
         });
     }
 
+    /// A handoff task finished: the partition is released and no longer this node's.
+    fn handed_off(&mut self, p: u32) {
+        self.owned.remove(&p);
+        self.set_work(p, None);
+        self.view_tx.send_modify(|v| {
+            v.mine.remove(&p);
+            v.draining.remove(&p);
+        });
+    }
+
     async fn shutdown(&mut self) {
-        self.handoffs.shutdown().await;
+        // Handoffs in flight finish (each is bounded by the drain and hook timeouts): aborting
+        // one after its on_release ran would run on_release again below.
+        while let Some(done) = self.handoffs.join_next().await {
+            if let Ok(p) = done {
+                self.handed_off(p);
+            }
+        }
         let owned = std::mem::take(&mut self.owned);
         for (p, o) in owned {
+            // As in a handoff: stop intake, drain, then cancel the owner's work.
             self.set_work(p, None);
-            o.cancel.cancel();
             self.view_tx.send_modify(|v| {
                 v.mine.remove(&p);
                 v.draining.remove(&p);
             });
             o.work.drain(self.settings.drain_timeout).await;
+            drain_outbox(
+                &self.app(),
+                self.settings.outbox.as_ref(),
+                p,
+                self.settings.drain_timeout,
+            )
+            .await;
+            o.cancel.cancel();
             let _ = self.ctx.coordinator().release(&o.claim).await;
             self.released(p, &o, ReleaseReason::Shutdown).await;
         }
+    }
+}
+
+/// Waits until the events of partition `p` have left the app's outbox, if it has one. On a
+/// timeout the release goes on (the events stay in the outbox and reach consumers later, where
+/// the next owner's larger epoch makes them `stale_epoch` dead letters, not losses).
+async fn drain_outbox(
+    app: &str,
+    outbox: Option<&crate::app::HandoffOutbox>,
+    p: u32,
+    limit: Duration,
+) {
+    let Some(outbox) = outbox else { return };
+    if let Err(e) = outbox.0.drain_shard(PartitionId(p), limit).await {
+        metrics::counter!(metric_names::OUTBOX_DRAIN_TIMEOUTS, "app" => app.to_owned())
+            .increment(1);
+        tracing::warn!(app, partition = p, error = %e, "outbox not drained before the release");
     }
 }
 

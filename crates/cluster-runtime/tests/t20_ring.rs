@@ -258,3 +258,101 @@ async fn owned_work(
 ) -> cluster_runtime::PartitionWork {
     node.app.ring().unwrap().work(p).expect("owned partition")
 }
+
+/// An outbox that holds every shard's events until `flush`.
+#[derive(Default)]
+struct HeldOutbox {
+    flushed: tokio::sync::Notify,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl HeldOutbox {
+    fn flush(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.flushed.notify_waiters();
+    }
+}
+
+#[async_trait::async_trait]
+impl cluster_core::event::ShardOutbox for HeldOutbox {
+    async fn drain_shard(
+        &self,
+        shard: cluster_core::ids::PartitionId,
+        limit: Duration,
+    ) -> Result<(), cluster_core::event::DrainTimeout> {
+        let flushed = self.flushed.notified();
+        if self.done.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        tokio::time::timeout(limit, flushed)
+            .await
+            .map_err(|_| cluster_core::event::DrainTimeout {
+                shard,
+                remaining: 1,
+                waited: limit,
+            })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_releases_a_partition_only_once_its_outbox_is_drained() {
+    testkit::init_tracing();
+    let store = MemCoordinator::new();
+    let log = Log::default();
+    let outbox = Arc::new(HeldOutbox::default());
+    let app = |node: &str, outbox: Option<Arc<HeldOutbox>>| {
+        let l = log.clone();
+        let n = node.to_owned();
+        let builder = App::builder("jobs").ring(4).on_own(move |ctx: OwnContext| {
+            let (l, n) = (l.clone(), n.clone());
+            async move {
+                l.push(&n, "own", u64::from(ctx.partition.0));
+                Ok(())
+            }
+        });
+        match outbox {
+            Some(o) => builder.drain_outbox_on_handoff(o),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    };
+    let a = start_node(&store, "a", app("a", Some(outbox.clone()))).await;
+    eventually("a owns the ring", Duration::from_secs(10), || {
+        a.app.ring().unwrap().owned_partitions().len() == 4
+    })
+    .await;
+    let b = start_node(&store, "b", app("b", None)).await;
+    {
+        tracing::info!("b joins: a's handoffs wait on the outbox, b owns nothing yet");
+        eventually("a starts handing off", Duration::from_secs(10), || {
+            !a.app.ring().unwrap().view().draining.is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            log.events_of("b").is_empty(),
+            "b took a partition before a's outbox drained"
+        );
+        log.push("test", "flushed", 0);
+        outbox.flush();
+    }
+    {
+        tracing::info!("flushed: the handoffs complete and b owns its share, after the flush");
+        eventually("b owns two partitions", Duration::from_secs(10), || {
+            b.app.ring().unwrap().owned_partitions().len() == 2
+        })
+        .await;
+        let flushed = log.position("test", "flushed", 0).unwrap();
+        let entries = log.entries();
+        assert!(
+            entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.node == "b" && e.event == "own")
+                .all(|(i, _)| i > flushed)
+        );
+    }
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}

@@ -11,6 +11,7 @@
 //! | [`DeadLetter`], [`DeadLetterReason`] | what a consumer publishes instead of dropping |
 //! | [`EventBus`] | the port: durable, deduplicating publish and durable consumers |
 //! | [`OutgoingEvent`] | what callers give a publisher |
+//! | [`ShardOutbox`], [`DrainTimeout`] | what a partition's owner drains before a graceful release |
 //!
 //! Nothing here does I/O: the adapters (`bus-nats`, `bus-mem`) move bytes, and the publisher
 //! and consumer built on the port apply these rules.
@@ -25,6 +26,7 @@ mod ordering;
 mod outgoing_event;
 mod schema;
 mod schema_registry;
+mod shard_outbox;
 mod subject;
 mod timestamp;
 
@@ -51,6 +53,7 @@ pub use schema::{Additional, JsonType, Schema, SchemaError, SchemaViolation};
 pub use schema_registry::{
     RegisteredSchema, RegistryError, RouteError, SchemaChange, SchemaRegistry, compare_registries,
 };
+pub use shard_outbox::{DrainTimeout, ShardOutbox};
 pub use subject::{
     Level, LifecycleKind, LifecycleSubject, MAX_TOKEN_LEN, Subject, SubjectError, SubjectFilter,
     SubjectToken, Subjects,
