@@ -22,7 +22,7 @@ use crate::context::{ActiveContext, AppContext};
 use crate::election::Role;
 use crate::hooks::run_optional;
 
-/// Pool mode: active whenever the node has a live session.
+/// Pool mode: active from the node's first session until it stops, store outages included.
 pub(crate) async fn drive_pool(
     ctx: AppContext,
     hooks: Arc<AppHooks>,
@@ -53,10 +53,10 @@ pub(crate) async fn drive_pool(
             .await
             .is_ok();
         let stopping = if ok {
-            tokio::select! {
-                _ = stop.cancelled() => true,
-                _ = session.lost() => false,
-            }
+            // Pool work holds nothing in the store: a store outage (a lost session) does not
+            // stop it; only the node stopping does.
+            stop.cancelled().await;
+            true
         } else {
             stop.is_cancelled()
         };
