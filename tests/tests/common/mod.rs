@@ -1,11 +1,12 @@
-//! Shared fixture: a real etcd and demo nodes as separate processes.
+//! Shared fixtures: a real etcd (or a real nats-server, its JetStream KV as the coordination
+//! store) and demo nodes as separate processes.
 
 #![allow(dead_code)]
 
 use std::time::Duration;
 
 use cluster_tests::orchestrator::{DemoCluster, DemoSettings};
-use testkit::EtcdServer;
+use testkit::{EtcdServer, NatsServer};
 
 pub(crate) const TTL: Duration = Duration::from_secs(2);
 pub(crate) const MARGIN: Duration = Duration::from_millis(600);
@@ -41,6 +42,42 @@ pub(crate) async fn fixture(partitions: u32, work: bool) -> Fixture {
     );
     Fixture {
         etcd,
+        cluster,
+        _dir: dir,
+    }
+}
+
+/// Demo nodes coordinating over NATS JetStream KV on a real nats-server.
+pub(crate) struct NatsFixture {
+    pub(crate) nats: NatsServer,
+    pub(crate) cluster: DemoCluster,
+    _dir: tempfile::TempDir,
+}
+
+pub(crate) async fn nats_fixture(partitions: u32, work: bool) -> NatsFixture {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let dir = tempfile::Builder::new()
+        .prefix("cluster-e2e-nats-")
+        .tempdir()
+        .expect("temp dir");
+    let settings = DemoSettings {
+        platform: "e2e".into(),
+        // Never dialled: with `nats_kv` set the node coordinates over NATS KV only.
+        etcd: vec!["http://127.0.0.1:9".into()],
+        nats: None,
+        nats_kv: Some(nats.url()),
+        ttl: TTL,
+        margin: MARGIN,
+        partitions,
+        work,
+    };
+    let cluster = DemoCluster::new(
+        env!("CARGO_BIN_EXE_demo-node").as_ref(),
+        dir.path(),
+        settings,
+    );
+    NatsFixture {
+        nats,
         cluster,
         _dir: dir,
     }

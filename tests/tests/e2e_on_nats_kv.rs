@@ -1,0 +1,337 @@
+//! The end-to-end scenarios with NATS JetStream KV as the coordination store: a real nats-server
+//! and demo nodes as separate OS processes. Active-passive: SIGKILL of the leader and a restart
+//! of the killed node, SIGSTOP past the TTL, graceful step-down. Ring: 3 nodes, then 4, then 2.
+//!
+//! NATS KV cannot fence a write to another bucket than the fence key's (`put_if_held` is
+//! unsupported, docs/coordination-nats.md): the ledger's term writes nothing there, its straggler
+//! write after losing a term is recorded as `write_unsupported`, and the ring runs without owned
+//! work (every work item write is fenced by the partition's claim, in another bucket).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use cluster_tests::history::{Record, mono_ns};
+use cluster_tests::orchestrator::DemoCluster;
+use common::{LIMIT, nats_fixture};
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// The greatest session deadline `name` recorded (its `alive_until` records), or 0.
+fn last_deadline(c: &DemoCluster, name: &str) -> u64 {
+    c.history(name)
+        .iter()
+        .filter(|r| r.event == "alive_until")
+        .map(|r| r.mono_ns)
+        .max()
+        .unwrap_or(0)
+}
+
+/// When `name` recorded `event` for the ledger with `token`.
+fn ledger_record(c: &DemoCluster, name: &str, event: &str, token: u64) -> Option<Record> {
+    c.history(name)
+        .into_iter()
+        .find(|r| r.app.as_deref() == Some("ledger") && r.event == event && r.token == token)
+}
+
+/// Node `name`'s last ledger role record (`active` or `passive`).
+fn last_role(c: &DemoCluster, name: &str) -> Option<Record> {
+    c.history(name).into_iter().rfind(|r| {
+        r.app.as_deref() == Some("ledger") && (r.event == "active" || r.event == "passive")
+    })
+}
+
+/// Restarts the SIGKILLed node `name` until it runs as a standby again (a `passive` record after
+/// `killed`). Each NATS KV key expires on its own timer, so the previous incarnation's
+/// registration may outlive its election key for a moment; a start refused with `NodeIdInUse`
+/// meanwhile exits, and the node is started again, as a supervisor would.
+fn rejoin(c: &mut DemoCluster, name: &str, killed: u64) -> usize {
+    let deadline = std::time::Instant::now() + LIMIT;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        c.start(name).expect("restart");
+        let outcome = c.wait_for(LIMIT, |c| {
+            if c.history(name)
+                .iter()
+                .any(|r| r.event == "passive" && r.mono_ns > killed)
+            {
+                Some(true)
+            } else if !c.is_running(name) {
+                Some(false)
+            } else {
+                None
+            }
+        });
+        match outcome {
+            Some(true) => return attempts,
+            Some(false) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            _ => panic!("restarted node {name} did not rejoin after {attempts} starts"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_kv_sigkill_of_the_leader_makes_a_standby_active_and_the_killed_node_rejoins() {
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let mut f = nats_fixture(8, false).await;
+    let c = &mut f.cluster;
+    for n in NODES {
+        c.start(n).unwrap();
+    }
+    let (leader, token) = c.wait_for(LIMIT, |c| c.leader("ledger")).expect("a leader");
+    {
+        tracing::info!("exactly one node is active");
+        let active: Vec<&str> = NODES
+            .into_iter()
+            .filter(|n| c.history(n).iter().any(|r| r.event == "active"))
+            .collect();
+        assert_eq!(active, vec![leader.as_str()]);
+    }
+    let killed_at = mono_ns();
+    let (next, next_token) = {
+        tracing::info!("SIGKILL the leader: a standby takes over with a larger token");
+        c.kill(&leader);
+        let (next, next_token) = c
+            .wait_for(LIMIT, |c| c.leader("ledger").filter(|(n, _)| *n != leader))
+            .expect("a standby takes over");
+        assert!(next_token > token, "{next_token} after {token}");
+        let began = ledger_record(c, &next, "active", next_token)
+            .expect("on_active recorded")
+            .mono_ns;
+        assert!(began > killed_at, "the new term began after the kill");
+        let deadline = last_deadline(c, &leader);
+        assert!(
+            deadline > 0,
+            "the killed leader recorded its session deadlines"
+        );
+        assert!(
+            deadline < began,
+            "the new leader began {} ms before the killed one's lease deadline passed",
+            (deadline - began) / 1_000_000
+        );
+        (next, next_token)
+    };
+    {
+        tracing::info!("restart the killed node: it rejoins as a standby, the new leader stays");
+        let starts = rejoin(c, &leader, killed_at);
+        tracing::info!(starts, "the killed node rejoined");
+        let role = last_role(c, &leader).expect("the restarted node has a role");
+        assert_eq!(role.event, "passive", "{role:?}");
+        assert!(role.mono_ns > killed_at);
+        assert_eq!(c.leader("ledger"), Some((next.clone(), next_token)));
+        assert!(
+            ledger_record(c, &next, "cancelled", next_token).is_none(),
+            "the new leader's term was not disturbed by the rejoin"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_kv_sigstop_past_the_ttl_loses_leadership_and_no_old_write_is_accepted() {
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let mut f = nats_fixture(8, false).await;
+    let c = &mut f.cluster;
+    for n in NODES {
+        c.start(n).unwrap();
+    }
+    let (leader, token) = c.wait_for(LIMIT, |c| c.leader("ledger")).expect("a leader");
+    let began = {
+        tracing::info!("SIGSTOP the leader past its TTL: another node leads");
+        c.signal(&leader, libc::SIGSTOP);
+        let (next, next_token) = c
+            .wait_for(LIMIT, |c| {
+                NODES.into_iter().filter(|n| *n != leader).find_map(|n| {
+                    c.history(n)
+                        .into_iter()
+                        .rfind(|r| r.event == "active")
+                        .map(|r| (n.to_owned(), r.token))
+                })
+            })
+            .expect("a new leader while the old one is stopped");
+        assert!(next_token > token, "{next_token} after {token}");
+        let began = ledger_record(c, &next, "active", next_token)
+            .unwrap()
+            .mono_ns;
+        let old_deadline = last_deadline(c, &leader);
+        assert!(
+            old_deadline < began,
+            "the new term began before the paused leader's deadline"
+        );
+        began
+    };
+    {
+        tracing::info!("SIGCONT: the old leader's term is cancelled, then it runs on_passive");
+        c.signal(&leader, libc::SIGCONT);
+        let straggler = c
+            .wait_for(LIMIT, |c| {
+                c.history(&leader).into_iter().find(|r| {
+                    r.event == "write_accepted"
+                        || r.event == "write_refused"
+                        || r.event == "write_unsupported"
+                })
+            })
+            .expect("the old leader tried its straggler write");
+        tracing::info!(outcome = %straggler.event, "the old leader's straggler write");
+        assert_ne!(straggler.event, "write_accepted", "{straggler:?}");
+        assert_eq!(straggler.token, token);
+        let history = c.history(&leader);
+        let cancelled = history
+            .iter()
+            .find(|r| r.event == "cancelled" && r.token == token)
+            .expect("the old term was cancelled");
+        let passive = history
+            .iter()
+            .rfind(|r| r.event == "passive")
+            .expect("on_passive ran");
+        // The order is the one on_passive saw: the demo node stamps `cancelled` from a task the
+        // cancellation wakes, which may run a moment after on_passive wrote its record, so the
+        // two stamps do not order them; `after_cancel` does.
+        assert_eq!(
+            passive.detail.as_deref(),
+            Some("after_cancel"),
+            "the term's work was cancelled before on_passive began: {cancelled:?} {passive:?}"
+        );
+        assert!(
+            passive.mono_ns > began,
+            "the old leader resumed after the new term began"
+        );
+        assert!(
+            !history
+                .iter()
+                .any(|r| r.event == "write_accepted" && r.mono_ns >= began),
+            "the old leader had a write accepted after another node became active"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_kv_graceful_step_down_hands_leadership_over() {
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let mut f = nats_fixture(8, false).await;
+    let c = &mut f.cluster;
+    for n in NODES {
+        c.start(n).unwrap();
+    }
+    let (leader, token) = c.wait_for(LIMIT, |c| c.leader("ledger")).expect("a leader");
+    let asked = mono_ns();
+    c.signal(&leader, libc::SIGUSR1);
+    let (next, next_token) = c
+        .wait_for(LIMIT, |c| c.leader("ledger").filter(|(n, _)| *n != leader))
+        .expect("another node leads after the step-down");
+    assert!(next_token > token, "{next_token} after {token}");
+    let released = ledger_record(c, &leader, "cancelled", token)
+        .expect("the old term was cancelled")
+        .mono_ns;
+    let began = ledger_record(c, &next, "active", next_token)
+        .unwrap()
+        .mono_ns;
+    assert!(asked < began);
+    assert!(
+        released <= began,
+        "step-down hands over: the old term ended {} ms after the new one began",
+        (released - began) / 1_000_000
+    );
+    assert!(
+        c.is_running(&leader),
+        "stepping down does not stop the node"
+    );
+}
+
+const PARTITIONS: u32 = 16;
+
+/// Partition counts per live node once every partition has exactly one owner, spread over
+/// `nodes` nodes within one partition of each other.
+fn balanced(c: &mut DemoCluster, nodes: usize) -> Option<BTreeMap<String, usize>> {
+    let owners = c.ring_owners();
+    if owners.len() != PARTITIONS as usize || owners.values().any(|o| o.len() != 1) {
+        return None;
+    }
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for o in owners.values() {
+        *counts.entry(o[0].0.clone()).or_default() += 1;
+    }
+    let (min, max) = (*counts.values().min()?, *counts.values().max()?);
+    (counts.len() == nodes && max - min <= 1).then_some(counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_kv_ring_three_then_four_then_two_keeps_one_owner() {
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    // Without owned work: its writes are fenced by the claim, in another bucket.
+    let mut f = nats_fixture(PARTITIONS, false).await;
+    let c = &mut f.cluster;
+    {
+        tracing::info!("three nodes share the ring");
+        for n in NODES {
+            c.start(n).unwrap();
+        }
+        c.wait_for(LIMIT, |c| balanced(c, 3))
+            .expect("ring over three nodes");
+    }
+    {
+        tracing::info!("a fourth node joins: partitions move to it");
+        c.start("n4").unwrap();
+        let counts = c
+            .wait_for(LIMIT, |c| balanced(c, 4))
+            .expect("ring over four nodes");
+        assert!(counts["n4"] >= 4, "{counts:?}");
+    }
+    {
+        tracing::info!("n1 leaves gracefully: its partitions are handed off");
+        c.stop("n1", LIMIT).expect("n1 exits");
+        c.wait_for(LIMIT, |c| balanced(c, 3))
+            .expect("ring over three nodes again");
+        let released: Vec<Record> = c
+            .history("n1")
+            .into_iter()
+            .filter(|r| r.event == "release")
+            .collect();
+        assert!(!released.is_empty());
+        assert!(
+            released
+                .iter()
+                .all(|r| r.detail.as_deref() == Some("handoff")),
+            "every partition of a leaving node is handed off: {released:?}"
+        );
+    }
+    {
+        tracing::info!("n2 is SIGKILLed: its partitions move after its lease ends");
+        let held: BTreeMap<u32, u64> = c
+            .ring_owners()
+            .into_iter()
+            .filter(|(_, o)| o[0].0 == "n2")
+            .map(|(p, o)| (p, o[0].1))
+            .collect();
+        assert!(!held.is_empty(), "n2 owned partitions before the kill");
+        c.kill("n2");
+        c.wait_for(LIMIT, |c| balanced(c, 2))
+            .expect("ring over two nodes");
+        let owners = c.ring_owners();
+        for (p, old) in &held {
+            let (node, new) = &owners[p][0];
+            assert!(
+                node == "n3" || node == "n4",
+                "partition {p} owned by {node}"
+            );
+            assert!(new > old, "partition {p}: token {new} after {old}");
+        }
+    }
+    {
+        tracing::info!("every partition has exactly one live owner; none ever had two");
+        let owners = c.ring_owners();
+        assert_eq!(owners.len(), PARTITIONS as usize);
+        for (p, o) in &owners {
+            assert_eq!(o.len(), 1, "partition {p}: {o:?}");
+            assert!(c.is_running(&o[0].0), "partition {p} owned by a dead node");
+        }
+        let violations = c.ownership_violations();
+        assert!(violations.is_empty(), "{violations:#?}");
+    }
+}
