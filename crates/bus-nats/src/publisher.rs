@@ -353,7 +353,7 @@ impl Inner {
                 payload: m.payload.clone(),
             })
             .collect();
-        self.append_outbox(entries).await?;
+        self.append_outbox(entries, &event).await?;
         Ok(PublishReceipt {
             event_id,
             sequence,
@@ -430,12 +430,19 @@ impl Inner {
         }
     }
 
+    /// Commits `entries` of `event` to the outbox. While the outbox is full and the policy is to
+    /// block, it waits for room, but never past the event's claim: an event whose claim has
+    /// ended by the time there is room is refused (`ClaimExpired`), not committed.
     async fn append_outbox(
         self: &Arc<Self>,
         entries: Vec<OutboxEntry>,
+        event: &OutgoingEvent,
     ) -> Result<(), PublishError> {
         let started = tokio::time::Instant::now();
         loop {
+            if mono_now() >= event.valid_until {
+                return Err(PublishError::ClaimExpired { shard: event.shard });
+            }
             let changed = self.changed.notified();
             let this = self.clone();
             let batch = entries.clone();
@@ -455,7 +462,9 @@ impl Inner {
                         if left.is_zero() {
                             return Err(PublishError::OutboxFull { capacity });
                         }
-                        let _ = tokio::time::timeout(left, changed).await;
+                        let claim_left = coord_client::to_instant(event.valid_until)
+                            .saturating_duration_since(tokio::time::Instant::now());
+                        let _ = tokio::time::timeout(left.min(claim_left), changed).await;
                     }
                 },
                 Err(e) => return Err(PublishError::Outbox(e)),

@@ -692,3 +692,48 @@ async fn publisher_refuses_what_it_cannot_keep() {
         assert_eq!(metrics.counter("event_bus_recoveries_total", &[]), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_never_takes_an_event_past_its_claim() {
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let mut nats = server().await;
+    let files = Files::new();
+    let bus = bus(&nats.url()).await;
+    let subjects = subjects();
+    topology(&subjects).provision(bus.as_ref()).await.unwrap();
+    let metrics = TestMetrics::new();
+    let mut config = publisher_config("node-a", &subjects, &files.path("outbox.db"));
+    config.outbox_capacity = 1;
+    config.when_full = WhenFull::Block(Duration::from_secs(30));
+    let publisher = Publisher::start(bus.clone(), config, registry(), metrics.publisher()).unwrap();
+    nats.stop();
+    {
+        tracing::info!("server down: the first event fills the outbox");
+        let r = publisher.publish(event(1, "k", 1, 0)).await.unwrap();
+        assert_eq!(r.delivered, Delivered::Outboxed);
+        assert_eq!(
+            metrics.gauge("event_bus_outbox_depth", &[]),
+            1.0,
+            "the outbox depth gauge follows the outbox"
+        );
+    }
+    {
+        tracing::info!("the next event waits for room, but its claim ends first: refused");
+        let mut e = event(1, "k", 1, 1);
+        e.valid_until = mono_now() + Duration::from_millis(300);
+        let err = publisher.publish(e).await.unwrap_err();
+        assert!(matches!(err, PublishError::ClaimExpired { .. }), "{err:?}");
+        assert_eq!(
+            publisher.status().outbox_depth,
+            1,
+            "nothing past its claim was committed"
+        );
+    }
+    nats.restart().await.unwrap();
+    publisher
+        .drain_shard(cluster_core::ids::PartitionId(1), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(metrics.gauge("event_bus_outbox_depth", &[]), 0.0);
+}
