@@ -847,19 +847,32 @@ impl Platform {
             let ring = app.ring.as_ref().map(|(_, h)| h.clone());
             let stop = stop.clone();
             tokio::spawn(async move {
-                let settled = async {
-                    match ring {
-                        Some(ring) => {
-                            let _ = ring.wait_for_partitions(Duration::from_secs(3600)).await;
+                // Settled again under every session: after a rejoin the app is not ready until
+                // its ring has its share again (or its role is decided).
+                loop {
+                    let session = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        s = app.ctx.shared.sessions.alive() => s,
+                    };
+                    let settled = async {
+                        match &ring {
+                            Some(ring) => {
+                                let _ = ring.wait_for_partitions(Duration::from_secs(3600)).await;
+                            }
+                            None => {
+                                let _ = roles.wait_for(|r| *r != Role::Starting).await;
+                            }
                         }
-                        None => {
-                            let _ = roles.wait_for(|r| *r != Role::Starting).await;
-                        }
+                    };
+                    tokio::select! {
+                        _ = settled => { app.settled.send_replace(true); }
+                        _ = session.lost() => continue,
+                        _ = stop.cancelled() => return,
                     }
-                };
-                tokio::select! {
-                    _ = settled => { app.settled.send_replace(true); }
-                    _ = stop.cancelled() => {}
+                    tokio::select! {
+                        _ = session.lost() => { app.settled.send_replace(false); }
+                        _ = stop.cancelled() => return,
+                    }
                 }
             })
         };
