@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use cluster_tests::history::{Record, mono_ns};
 use cluster_tests::orchestrator::DemoCluster;
-use common::{LIMIT, nats_fixture};
+use common::{LIMIT, assert_runs_at_most_once_per_owner, nats_fixture, runs};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 
@@ -264,8 +264,8 @@ fn balanced(c: &mut DemoCluster, nodes: usize) -> Option<BTreeMap<String, usize>
 async fn nats_kv_ring_three_then_four_then_two_keeps_one_owner() {
     testkit::init_tracing();
     let _slot = testkit::test_slot().await;
-    // Without owned work: its writes are fenced by the claim, in another bucket.
-    let mut f = nats_fixture(PARTITIONS, false).await;
+    // With owned work: its items sit next to the claim keys, so fenced writes work on NATS KV.
+    let mut f = nats_fixture(PARTITIONS, true).await;
     let c = &mut f.cluster;
     {
         tracing::info!("three nodes share the ring");
@@ -333,5 +333,11 @@ async fn nats_kv_ring_three_then_four_then_two_keeps_one_owner() {
         }
         let violations = c.ownership_violations();
         assert!(violations.is_empty(), "{violations:#?}");
+    }
+    {
+        tracing::info!("owned work ran under fenced writes, never twice under one token");
+        let runs = runs(&c.all_history());
+        assert!(!runs.is_empty(), "no work item ran on NATS KV");
+        assert_runs_at_most_once_per_owner(&runs);
     }
 }

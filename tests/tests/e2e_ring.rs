@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use cluster_tests::history::Record;
 use cluster_tests::orchestrator::DemoCluster;
-use common::{LIMIT, fixture};
+use common::{LIMIT, assert_runs_at_most_once_per_owner, fixture, runs};
 
 const PARTITIONS: u32 = 16;
 
@@ -27,19 +27,6 @@ fn balanced(c: &mut DemoCluster, nodes: usize) -> Option<BTreeMap<String, usize>
     }
     let (min, max) = (*counts.values().min()?, *counts.values().max()?);
     (counts.len() == nodes && max - min <= 1).then_some(counts)
-}
-
-/// Item id -> every run of it: (node, token).
-fn runs(all: &[Record]) -> BTreeMap<String, Vec<(String, u64)>> {
-    let mut runs: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
-    for r in all.iter().filter(|r| r.event == "work_run") {
-        if let Some(id) = &r.detail {
-            runs.entry(id.clone())
-                .or_default()
-                .push((r.node.clone(), r.token));
-        }
-    }
-    runs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,21 +93,7 @@ async fn ring_three_then_four_then_two_keeps_one_owner_and_hands_work_over() {
         tracing::info!("work: drained on graceful moves, re-run once after the kill, never twice");
         let all = c.all_history();
         let runs = runs(&all);
-        for (id, list) in &runs {
-            let mut tokens: Vec<u64> = list.iter().map(|(_, t)| *t).collect();
-            tokens.sort();
-            let before = tokens.len();
-            tokens.dedup();
-            assert_eq!(
-                before,
-                tokens.len(),
-                "{id} ran twice under one token: {list:?}"
-            );
-            assert!(
-                list.len() <= 2,
-                "{id} ran more than once after its first owner: {list:?}"
-            );
-        }
+        assert_runs_at_most_once_per_owner(&runs);
         let creator_token = |id: &str| -> Option<u64> { id.split('-').nth(1)?.parse().ok() };
         let rerun_from = |tokens: &[u64]| -> usize {
             runs.iter()

@@ -1,8 +1,11 @@
 //! Owned work: a partition's queued and in-flight items, kept durably in the store and written
 //! under the owner's claim.
 //!
-//! Each item lives at `p{partition}/{work id}` in the app's `work` namespace, so a work id is
-//! unique per partition and a handover never duplicates it. Every write is fenced by the
+//! Each item lives at `work/p{partition}/{work id}` in the app's claims namespace, next to the
+//! partition's claim key `p-{partition}`, so a work id is unique per partition and a handover
+//! never duplicates it. Sharing the claim's namespace keeps each fenced write one store
+//! operation on every backend: on NATS KV, where a write can only be conditioned on a key of its
+//! own bucket, the claim and the items are in one bucket. Every write is fenced by the
 //! partition's claim (`put_if_held`): after ownership moves, a write or completion sent with the
 //! old token is refused by the store.
 //!
@@ -136,7 +139,7 @@ impl PartitionWork {
     fn key(&self, id: &str) -> Result<Key, WorkError> {
         Ok(Key::new(
             self.ns.clone(),
-            format!("p{}/{id}", self.partition.0),
+            format!("work/p{}/{id}", self.partition.0),
         )?)
     }
 
@@ -270,7 +273,7 @@ impl PartitionWork {
     /// Every queued or in-flight item of the partition, sorted by id: on taking a partition
     /// over, the items to run (queued) or re-run (in flight under an older token).
     pub async fn unfinished(&self) -> Result<Vec<WorkItem>, WorkError> {
-        let prefix = KeyPrefix::new(self.ns.clone(), format!("p{}/", self.partition.0))?;
+        let prefix = KeyPrefix::new(self.ns.clone(), format!("work/p{}/", self.partition.0))?;
         let mut items = Vec::new();
         for entry in self.coord.list(&prefix).await? {
             let item: WorkItem =

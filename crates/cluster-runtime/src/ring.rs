@@ -570,10 +570,12 @@ impl RingNode {
             }
         };
         let app = self.app();
+        // Work items sit next to the claim keys (one bucket on NATS KV), so a fenced write is
+        // one store operation on every backend.
         let work_ns = namespace(
             self.ctx.platform(),
             Some(self.ctx.app()),
-            NamespaceKind::Work,
+            NamespaceKind::Claims,
         );
         let work = PartitionWork::new(
             self.ctx.coordinator().clone(),

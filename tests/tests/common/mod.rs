@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cluster_tests::history::Record;
 use cluster_tests::orchestrator::{DemoCluster, DemoSettings};
 use testkit::{EtcdServer, NatsServer};
 
@@ -80,5 +82,37 @@ pub(crate) async fn nats_fixture(partitions: u32, work: bool) -> NatsFixture {
         nats,
         cluster,
         _dir: dir,
+    }
+}
+
+/// Item id -> every run of it: (node, token).
+pub(crate) fn runs(all: &[Record]) -> BTreeMap<String, Vec<(String, u64)>> {
+    let mut runs: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for r in all.iter().filter(|r| r.event == "work_run") {
+        if let Some(id) = &r.detail {
+            runs.entry(id.clone())
+                .or_default()
+                .push((r.node.clone(), r.token));
+        }
+    }
+    runs
+}
+
+/// No work item ran twice under one token, nor more than once after its first owner.
+pub(crate) fn assert_runs_at_most_once_per_owner(runs: &BTreeMap<String, Vec<(String, u64)>>) {
+    for (id, list) in runs {
+        let mut tokens: Vec<u64> = list.iter().map(|(_, t)| *t).collect();
+        tokens.sort();
+        let before = tokens.len();
+        tokens.dedup();
+        assert_eq!(
+            before,
+            tokens.len(),
+            "{id} ran twice under one token: {list:?}"
+        );
+        assert!(
+            list.len() <= 2,
+            "{id} ran more than once after its first owner: {list:?}"
+        );
     }
 }
