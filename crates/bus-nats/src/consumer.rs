@@ -107,7 +107,14 @@ impl Consumer {
             tx.commit().map_err(db_err)?;
             tracing::debug!(consumer = %config.name, pruned, "pruned seen ids");
         }
-        let mut spec = SubscriptionSpec::new(&config.stream, &config.name, config.filters.clone());
+        // A shadow consumer acknowledges everything it reads: on the real durable it would move
+        // the real consumer past events it never applied. It reads through its own durable.
+        let durable = if config.shadow {
+            format!("{}-shadow", config.name)
+        } else {
+            config.name.clone()
+        };
+        let mut spec = SubscriptionSpec::new(&config.stream, &durable, config.filters.clone());
         spec.ack_wait = config.ack_wait;
         spec.max_deliver = config.retry.max_deliver;
         spec.max_ack_pending = config.max_ack_pending;
@@ -530,7 +537,7 @@ impl Worker {
             }
         };
         let message = BusMessage {
-            subject: self.config.subjects.dead_letter(reason.as_str()),
+            subject: self.config.subjects.dead_letter(reason),
             message_id: letter.message_id(),
             payload,
         };

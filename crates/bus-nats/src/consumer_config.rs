@@ -36,7 +36,9 @@ pub struct ConsumerConfig {
     /// pauses for up to the pin timeout after each reconnect.
     pub exclusive: Option<Duration>,
     /// Shadow mode: read, decide and run the handler, but commit nothing, publish no dead
-    /// letter, and acknowledge every delivery (consumers are read-only during a rollout).
+    /// letter, and acknowledge every delivery (consumers are read-only during a rollout). A
+    /// shadow consumer reads through its own durable, `{name}-shadow`, so turning shadow mode
+    /// off later resumes the real durable where it was, with nothing skipped.
     pub shadow: bool,
 }
 

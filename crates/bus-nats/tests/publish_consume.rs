@@ -570,21 +570,21 @@ async fn shadow_consumer_reads_but_commits_nothing() {
     {
         tracing::info!("shadow: every event read and acked, nothing committed");
         let metrics = TestMetrics::new();
-        let mut config = consumer_config("shadow", &subjects, &db);
+        let mut config = consumer_config("orders", &subjects, &db);
         config.shadow = true;
         let consumer = Consumer::start(
             bus.clone(),
             config,
             registry(),
             RecordingHandler::new(),
-            metrics.consumer("shadow"),
+            metrics.consumer("orders"),
         )
         .await
         .unwrap();
         eventually("5 shadow reads", Duration::from_secs(10), || {
             metrics.counter(
                 "event_bus_consumed_total",
-                &[("consumer", "shadow"), ("outcome", "shadow")],
+                &[("consumer", "orders"), ("outcome", "shadow")],
             ) == 5
         })
         .await;
@@ -592,13 +592,13 @@ async fn shadow_consumer_reads_but_commits_nothing() {
         assert!(effects(&db).is_empty());
     }
     {
-        tracing::info!("a real consumer on the same database applies all of them");
+        tracing::info!("the real consumer of the same name, shadow off, applies all of them");
         let _consumer = Consumer::start(
             bus.clone(),
-            consumer_config("real", &subjects, &db),
+            consumer_config("orders", &subjects, &db),
             registry(),
             RecordingHandler::new(),
-            TestMetrics::new().consumer("real"),
+            TestMetrics::new().consumer("orders"),
         )
         .await
         .unwrap();

@@ -20,6 +20,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::event::DeadLetterReason;
 use crate::ids::PartitionId;
 
 /// Why a subject part was refused.
@@ -380,9 +381,9 @@ impl Subjects {
     }
 
     /// `{prefix}.deadletter.{reason}`.
-    pub fn dead_letter(&self, reason: &str) -> Subject {
-        // Reasons are fixed lowercase words (`DeadLetterReason::as_str`), always valid tokens.
-        Subject(format!("{}.deadletter.{reason}", self.prefix))
+    pub fn dead_letter(&self, reason: DeadLetterReason) -> Subject {
+        // Reasons are fixed lowercase words, always valid tokens.
+        Subject(format!("{}.deadletter.{}", self.prefix, reason.as_str()))
     }
 
     /// Every dead letter: `{prefix}.deadletter.*`.

@@ -31,7 +31,7 @@ fn every_subject_renders_as_documented() {
         "prod.rpc.jobs.run"
     );
     assert_eq!(
-        s.dead_letter("stale_epoch").as_str(),
+        s.dead_letter(DeadLetterReason::StaleEpoch).as_str(),
         "prod.deadletter.stale_epoch"
     );
     assert_eq!(s.all_lifecycle().as_str(), "prod.*.lifecycle.>");
