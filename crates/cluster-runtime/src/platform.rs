@@ -1035,9 +1035,10 @@ impl Platform {
             .clone();
         apps.iter()
             .map(|a| {
-                let role = a.election.role();
-                let leader = a.election.leader();
                 let ring = a.ring.as_ref().map(|(_, h)| h.view());
+                // A ring app has no role of its own: what it owns is `partitions`.
+                let role = ring.is_none().then(|| a.election.role());
+                let leader = a.election.leader();
                 serde_json::json!({
                     "app": a.app.name.as_str(),
                     "mode": a.app.mode.as_str(),
