@@ -116,6 +116,11 @@ async fn run(outage: Outage) {
         tokio::time::sleep(OUTAGE.saturating_sub(Duration::from_secs(1))).await;
         assert!(publisher.status().degraded);
         assert!(
+            metrics.counter("event_bus_publish_retries_total", &[]) >= 1,
+            "the first failed publishes were retried before degraded mode"
+        );
+        assert!(metrics.gauge("event_bus_outbox_depth", &[]) > 0.0);
+        assert!(
             publisher.status().outbox_depth > depth_early,
             "local work went on during the outage"
         );
@@ -144,6 +149,7 @@ async fn run(outage: Outage) {
         })
         .await;
         assert_eq!(metrics.gauge("event_bus_degraded", &[]), 0.0);
+        assert_eq!(metrics.gauge("event_bus_outbox_depth", &[]), 0.0);
         assert_eq!(metrics.counter("event_bus_outages_total", &[]), 1);
         assert_eq!(metrics.counter("event_bus_recoveries_total", &[]), 1);
         let outboxed = resolved

@@ -195,3 +195,97 @@ async fn app_locks_exclude_and_the_app_store_writes_conditionally() {
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_see_members_and_leaders_and_a_slow_on_active_steps_the_node_down() {
+    testkit::init_tracing();
+    let store = MemCoordinator::new();
+    let log = common::Log::default();
+    let app = |node: &str| {
+        let (l1, l2, l3, l4) = (log.clone(), log.clone(), log.clone(), log.clone());
+        let (n1, n2, n3, n4) = (
+            node.to_owned(),
+            node.to_owned(),
+            node.to_owned(),
+            node.to_owned(),
+        );
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        App::builder("ledger")
+            .active_passive()
+            .hook_timeout(Duration::from_millis(300))
+            .on_active(move |ctx| {
+                let (l, n, calls) = (l1.clone(), n1.clone(), calls.clone());
+                async move {
+                    // The first term's on_active outlives its timeout.
+                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        l.push(&n, "slow_active", ctx.token.get());
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    l.push(&n, "active", ctx.token.get());
+                    Ok(())
+                }
+            })
+            .on_member_join(move |c| {
+                let (l, n) = (l2.clone(), n2.clone());
+                async move {
+                    l.push(&n, &format!("joined {}", c.member.node), 0);
+                    Ok(())
+                }
+            })
+            .on_member_leave(move |c| {
+                let (l, n) = (l3.clone(), n3.clone());
+                async move {
+                    l.push(&n, &format!("left {}", c.member.node), 0);
+                    Ok(())
+                }
+            })
+            .on_leader_change(move |c| {
+                let (l, n) = (l4.clone(), n4.clone());
+                async move {
+                    let leader = c.leader.map(|i| i.holder).unwrap_or_default();
+                    l.push(&n, &format!("leader {leader}"), 0);
+                    Ok(())
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let a = start_node(&store, "a", app("a")).await;
+    {
+        tracing::info!("a's first on_active times out: a steps down, then leads again");
+        eventually(
+            "a leads after a fast on_active",
+            Duration::from_secs(20),
+            || log.events_of("a").iter().any(|e| e == "active"),
+        )
+        .await;
+        let events = log.events_of("a");
+        let slow = events.iter().position(|e| e == "slow_active").unwrap();
+        let active = events.iter().position(|e| e == "active").unwrap();
+        assert!(slow < active);
+        assert!(
+            a.platform
+                .audit()
+                .iter()
+                .any(|e| e.kind == cluster_runtime::AuditKind::StepDownInitiated
+                    && e.detail.as_deref() == Some("on_active failed")),
+            "the timed-out on_active stepped the node down"
+        );
+        assert!(a.app.election().is_leader());
+    }
+    let b = start_node(&store, "b", app("b")).await;
+    {
+        tracing::info!("b joins: a's on_member_join sees it, b's on_leader_change sees a");
+        eventually("hooks ran", Duration::from_secs(10), || {
+            log.events_of("a").iter().any(|e| e == "joined b")
+                && log.events_of("b").iter().any(|e| e == "leader a")
+        })
+        .await;
+    }
+    b.stop().await.unwrap();
+    eventually("a saw b leave", Duration::from_secs(10), || {
+        log.events_of("a").iter().any(|e| e == "left b")
+    })
+    .await;
+    a.stop().await.unwrap();
+}
