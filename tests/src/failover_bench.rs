@@ -83,39 +83,28 @@ fn first_record(records: &[Record], after: u64, event: &str) -> Option<u64> {
         .min()
 }
 
-/// Runs every series with `trials` trials each against etcd at `etcd`; returns the series.
-/// Restarts the killed node `name` and waits until it is a standby again. The store may still
-/// hold its previous incarnation's registration for a moment (each NATS KV key expires on its
-/// own timer), which the new process is refused with `NodeIdInUse`: it is started again then,
-/// as a supervisor would.
-fn rejoin(
-    cluster: &mut DemoCluster,
-    name: &str,
-    killed: u64,
-    limit: Duration,
-) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        cluster.start(name)?;
-        let outcome = cluster.wait_for(limit, |c| {
-            if first_record(&c.history(name), killed, "passive").is_some() {
-                Some(true)
-            } else if !c.is_running(name) {
-                Some(false)
-            } else {
-                None
-            }
-        });
-        match outcome {
-            Some(true) => return Ok(()),
-            Some(false) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            _ => anyhow::bail!("restarted node {name} did not rejoin"),
-        }
-    }
+/// One SIGKILL trial on nodes `a` and `b`: kills the leader of `ledger`, returns the
+/// milliseconds until the standby's `on_active` ran, and restarts the killed node as a standby.
+fn sigkill_trial(cluster: &mut DemoCluster, limit: Duration) -> anyhow::Result<f64> {
+    use anyhow::Context;
+    let (leader, _) = cluster
+        .wait_for(limit, |c| c.leader("ledger"))
+        .context("no leader")?;
+    let standby = if leader == "a" { "b" } else { "a" };
+    // Let the standby be settled in the queue before the kill.
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = mono_ns();
+    cluster.kill(&leader);
+    let took = cluster
+        .wait_for(limit, |c| {
+            first_record(&c.history(standby), killed, "active")
+        })
+        .context("no failover")?;
+    cluster.rejoin(&leader, killed, limit)?;
+    Ok(ms(took - killed))
 }
 
+/// Runs every series with `trials` trials each against etcd at `etcd`; returns the series.
 pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<Vec<Series>> {
     use anyhow::Context;
     let etcdctl = testkit::tools::Tool::Etcdctl.locate()?.path;
@@ -141,21 +130,7 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
     cluster.start("b")?;
     for trial in 0..trials {
         // Ours: SIGKILL.
-        let (leader, _) = cluster
-            .wait_for(limit, |c| c.leader("ledger"))
-            .context("no leader")?;
-        let standby = if leader == "a" { "b" } else { "a" };
-        // Let the standby be settled in the queue before the kill.
-        std::thread::sleep(Duration::from_millis(300));
-        let killed = mono_ns();
-        cluster.kill(&leader);
-        let took = cluster
-            .wait_for(limit, |c| {
-                first_record(&c.history(standby), killed, "active")
-            })
-            .context("no failover")?;
-        ours.samples.push(ms(took - killed));
-        rejoin(&mut cluster, &leader, killed, limit)?;
+        ours.samples.push(sigkill_trial(&mut cluster, limit)?);
 
         // Peer: etcdctl lock with the same TTL, on the same etcd.
         let name = format!("/bench-{}/lock-{trial}", std::process::id());
@@ -291,7 +266,6 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
 
 /// SIGKILL -> new leader's `on_active` with NATS JetStream KV as the store.
 pub fn run_nats_kv(bin: &Path, dir: &Path, nats: &str, trials: usize) -> anyhow::Result<Series> {
-    use anyhow::Context;
     let settings = DemoSettings {
         platform: format!("benchkv-{}", std::process::id()),
         etcd: vec!["http://127.0.0.1:9".to_owned()],
@@ -310,20 +284,7 @@ pub fn run_nats_kv(bin: &Path, dir: &Path, nats: &str, trials: usize) -> anyhow:
     cluster.start("a")?;
     cluster.start("b")?;
     for _ in 0..trials {
-        let (leader, _) = cluster
-            .wait_for(limit, |c| c.leader("ledger"))
-            .context("no leader")?;
-        let standby = if leader == "a" { "b" } else { "a" };
-        std::thread::sleep(Duration::from_millis(300));
-        let killed = mono_ns();
-        cluster.kill(&leader);
-        let took = cluster
-            .wait_for(limit, |c| {
-                first_record(&c.history(standby), killed, "active")
-            })
-            .context("no failover on NATS KV")?;
-        series.samples.push(ms(took - killed));
-        rejoin(&mut cluster, &leader, killed, limit)?;
+        series.samples.push(sigkill_trial(&mut cluster, limit)?);
     }
     cluster.stop("a", limit);
     cluster.stop("b", limit);

@@ -220,6 +220,43 @@ impl DemoCluster {
         }
     }
 
+    /// Restarts the killed node `name` and waits until it is a standby again (a `passive`
+    /// record after `after`); returns how many starts it took. The store may still hold the
+    /// previous incarnation's registration for a moment (each NATS KV key expires on its own
+    /// timer), which the new process is refused with `NodeIdInUse` and exits: it is started
+    /// again then, as a supervisor would.
+    pub fn rejoin(&mut self, name: &str, after: u64, limit: Duration) -> std::io::Result<usize> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut starts = 0;
+        loop {
+            starts += 1;
+            self.start(name)?;
+            let outcome = self.wait_for(limit, |c| {
+                if c.history(name)
+                    .iter()
+                    .any(|r| r.event == "passive" && r.mono_ns > after)
+                {
+                    Some(true)
+                } else if !c.is_running(name) {
+                    Some(false)
+                } else {
+                    None
+                }
+            });
+            match outcome {
+                Some(true) => return Ok(starts),
+                Some(false) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                _ => {
+                    return Err(std::io::Error::other(format!(
+                        "restarted node {name} did not rejoin after {starts} starts"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Whether node `name` runs (it may be paused).
     pub fn is_running(&mut self, name: &str) -> bool {
         self.nodes

@@ -4,7 +4,7 @@
 mod common;
 
 use cluster_tests::history::mono_ns;
-use common::{LIMIT, TTL, fixture};
+use common::{LIMIT, TTL, fixture, start_three_with_a_leader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_leader_makes_a_standby_active_with_a_larger_token() {
@@ -12,10 +12,7 @@ async fn sigkill_of_the_leader_makes_a_standby_active_with_a_larger_token() {
     let _slot = testkit::test_slot().await;
     let mut f = fixture(8, false).await;
     let c = &mut f.cluster;
-    for n in ["n1", "n2", "n3"] {
-        c.start(n).unwrap();
-    }
-    let (leader, token) = c.wait_for(LIMIT, |c| c.leader("ledger")).expect("a leader");
+    let (leader, token) = start_three_with_a_leader(c);
     {
         tracing::info!("exactly one node is active");
         let active: Vec<String> = ["n1", "n2", "n3"]
@@ -57,10 +54,7 @@ async fn sigstop_past_the_ttl_loses_leadership_and_the_old_write_is_refused() {
     let _slot = testkit::test_slot().await;
     let mut f = fixture(8, false).await;
     let c = &mut f.cluster;
-    for n in ["n1", "n2", "n3"] {
-        c.start(n).unwrap();
-    }
-    let (leader, token) = c.wait_for(LIMIT, |c| c.leader("ledger")).expect("a leader");
+    let (leader, token) = start_three_with_a_leader(c);
     {
         tracing::info!("SIGSTOP the leader past its TTL: another node leads");
         c.signal(&leader, libc::SIGSTOP);
@@ -129,10 +123,7 @@ async fn graceful_step_down_hands_leadership_over() {
     let _slot = testkit::test_slot().await;
     let mut f = fixture(8, false).await;
     let c = &mut f.cluster;
-    for n in ["n1", "n2", "n3"] {
-        c.start(n).unwrap();
-    }
-    let (leader, token) = c.wait_for(LIMIT, |c| c.leader("ledger")).expect("a leader");
+    let (leader, token) = start_three_with_a_leader(c);
     let asked = mono_ns();
     c.signal(&leader, libc::SIGUSR1);
     let (next, next_token) = c

@@ -3,17 +3,17 @@
 //! of the killed node, SIGSTOP past the TTL, graceful step-down. Ring: 3 nodes, then 4, then 2.
 //!
 //! NATS KV cannot fence a write to another bucket than the fence key's (`put_if_held` is
-//! unsupported, docs/coordination-nats.md): the ledger's term writes nothing there, its straggler
-//! write after losing a term is recorded as `write_unsupported`, and the ring runs without owned
-//! work (every work item write is fenced by the partition's claim, in another bucket).
+//! unsupported across buckets, docs/coordination-nats.md): the ledger's term writes nothing to
+//! the app's key space, and its straggler write after losing a term is recorded as
+//! `write_unsupported`. The ring runs owned work: its items sit next to the claims.
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use cluster_tests::history::{Record, mono_ns};
 use cluster_tests::orchestrator::DemoCluster;
-use common::{LIMIT, assert_runs_at_most_once_per_owner, nats_fixture, runs};
+use common::{
+    LIMIT, RING_PARTITIONS, nats_fixture, ring_three_then_four_then_two, start_three_with_a_leader,
+};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 
@@ -41,48 +41,13 @@ fn last_role(c: &DemoCluster, name: &str) -> Option<Record> {
     })
 }
 
-/// Restarts the SIGKILLed node `name` until it runs as a standby again (a `passive` record after
-/// `killed`). Each NATS KV key expires on its own timer, so the previous incarnation's
-/// registration may outlive its election key for a moment; a start refused with `NodeIdInUse`
-/// meanwhile exits, and the node is started again, as a supervisor would.
-fn rejoin(c: &mut DemoCluster, name: &str, killed: u64) -> usize {
-    let deadline = std::time::Instant::now() + LIMIT;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        c.start(name).expect("restart");
-        let outcome = c.wait_for(LIMIT, |c| {
-            if c.history(name)
-                .iter()
-                .any(|r| r.event == "passive" && r.mono_ns > killed)
-            {
-                Some(true)
-            } else if !c.is_running(name) {
-                Some(false)
-            } else {
-                None
-            }
-        });
-        match outcome {
-            Some(true) => return attempts,
-            Some(false) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(250));
-            }
-            _ => panic!("restarted node {name} did not rejoin after {attempts} starts"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_kv_sigkill_of_the_leader_makes_a_standby_active_and_the_killed_node_rejoins() {
     testkit::init_tracing();
     let _slot = testkit::test_slot().await;
     let mut f = nats_fixture(8, false).await;
     let c = &mut f.cluster;
-    for n in NODES {
-        c.start(n).unwrap();
-    }
-    let (leader, token) = c.wait_for(LIMIT, |c| c.leader("ledger")).expect("a leader");
+    let (leader, token) = start_three_with_a_leader(c);
     {
         tracing::info!("exactly one node is active");
         let active: Vec<&str> = NODES
@@ -117,7 +82,9 @@ async fn nats_kv_sigkill_of_the_leader_makes_a_standby_active_and_the_killed_nod
     };
     {
         tracing::info!("restart the killed node: it rejoins as a standby, the new leader stays");
-        let starts = rejoin(c, &leader, killed_at);
+        let starts = c
+            .rejoin(&leader, killed_at, LIMIT)
+            .expect("the killed node rejoins");
         tracing::info!(starts, "the killed node rejoined");
         let role = last_role(c, &leader).expect("the restarted node has a role");
         assert_eq!(role.event, "passive", "{role:?}");
@@ -136,10 +103,7 @@ async fn nats_kv_sigstop_past_the_ttl_loses_leadership_and_no_old_write_is_accep
     let _slot = testkit::test_slot().await;
     let mut f = nats_fixture(8, false).await;
     let c = &mut f.cluster;
-    for n in NODES {
-        c.start(n).unwrap();
-    }
-    let (leader, token) = c.wait_for(LIMIT, |c| c.leader("ledger")).expect("a leader");
+    let (leader, token) = start_three_with_a_leader(c);
     let began = {
         tracing::info!("SIGSTOP the leader past its TTL: another node leads");
         c.signal(&leader, libc::SIGSTOP);
@@ -215,10 +179,7 @@ async fn nats_kv_graceful_step_down_hands_leadership_over() {
     let _slot = testkit::test_slot().await;
     let mut f = nats_fixture(8, false).await;
     let c = &mut f.cluster;
-    for n in NODES {
-        c.start(n).unwrap();
-    }
-    let (leader, token) = c.wait_for(LIMIT, |c| c.leader("ledger")).expect("a leader");
+    let (leader, token) = start_three_with_a_leader(c);
     let asked = mono_ns();
     c.signal(&leader, libc::SIGUSR1);
     let (next, next_token) = c
@@ -243,101 +204,11 @@ async fn nats_kv_graceful_step_down_hands_leadership_over() {
     );
 }
 
-const PARTITIONS: u32 = 16;
-
-/// Partition counts per live node once every partition has exactly one owner, spread over
-/// `nodes` nodes within one partition of each other.
-fn balanced(c: &mut DemoCluster, nodes: usize) -> Option<BTreeMap<String, usize>> {
-    let owners = c.ring_owners();
-    if owners.len() != PARTITIONS as usize || owners.values().any(|o| o.len() != 1) {
-        return None;
-    }
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for o in owners.values() {
-        *counts.entry(o[0].0.clone()).or_default() += 1;
-    }
-    let (min, max) = (*counts.values().min()?, *counts.values().max()?);
-    (counts.len() == nodes && max - min <= 1).then_some(counts)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_kv_ring_three_then_four_then_two_keeps_one_owner() {
+async fn nats_kv_ring_three_then_four_then_two_keeps_one_owner_and_hands_work_over() {
     testkit::init_tracing();
     let _slot = testkit::test_slot().await;
-    // With owned work: its items sit next to the claim keys, so fenced writes work on NATS KV.
-    let mut f = nats_fixture(PARTITIONS, true).await;
-    let c = &mut f.cluster;
-    {
-        tracing::info!("three nodes share the ring");
-        for n in NODES {
-            c.start(n).unwrap();
-        }
-        c.wait_for(LIMIT, |c| balanced(c, 3))
-            .expect("ring over three nodes");
-    }
-    {
-        tracing::info!("a fourth node joins: partitions move to it");
-        c.start("n4").unwrap();
-        let counts = c
-            .wait_for(LIMIT, |c| balanced(c, 4))
-            .expect("ring over four nodes");
-        assert!(counts["n4"] >= 4, "{counts:?}");
-    }
-    {
-        tracing::info!("n1 leaves gracefully: its partitions are handed off");
-        c.stop("n1", LIMIT).expect("n1 exits");
-        c.wait_for(LIMIT, |c| balanced(c, 3))
-            .expect("ring over three nodes again");
-        let released: Vec<Record> = c
-            .history("n1")
-            .into_iter()
-            .filter(|r| r.event == "release")
-            .collect();
-        assert!(!released.is_empty());
-        assert!(
-            released
-                .iter()
-                .all(|r| r.detail.as_deref() == Some("handoff")),
-            "every partition of a leaving node is handed off: {released:?}"
-        );
-    }
-    {
-        tracing::info!("n2 is SIGKILLed: its partitions move after its lease ends");
-        let held: BTreeMap<u32, u64> = c
-            .ring_owners()
-            .into_iter()
-            .filter(|(_, o)| o[0].0 == "n2")
-            .map(|(p, o)| (p, o[0].1))
-            .collect();
-        assert!(!held.is_empty(), "n2 owned partitions before the kill");
-        c.kill("n2");
-        c.wait_for(LIMIT, |c| balanced(c, 2))
-            .expect("ring over two nodes");
-        let owners = c.ring_owners();
-        for (p, old) in &held {
-            let (node, new) = &owners[p][0];
-            assert!(
-                node == "n3" || node == "n4",
-                "partition {p} owned by {node}"
-            );
-            assert!(new > old, "partition {p}: token {new} after {old}");
-        }
-    }
-    {
-        tracing::info!("every partition has exactly one live owner; none ever had two");
-        let owners = c.ring_owners();
-        assert_eq!(owners.len(), PARTITIONS as usize);
-        for (p, o) in &owners {
-            assert_eq!(o.len(), 1, "partition {p}: {o:?}");
-            assert!(c.is_running(&o[0].0), "partition {p} owned by a dead node");
-        }
-        let violations = c.ownership_violations();
-        assert!(violations.is_empty(), "{violations:#?}");
-    }
-    {
-        tracing::info!("owned work ran under fenced writes, never twice under one token");
-        let runs = runs(&c.all_history());
-        assert!(!runs.is_empty(), "no work item ran on NATS KV");
-        assert_runs_at_most_once_per_owner(&runs);
-    }
+    // Owned work items sit next to the claim keys, so their fenced writes work on NATS KV.
+    let mut f = nats_fixture(RING_PARTITIONS, true).await;
+    ring_three_then_four_then_two(&mut f.cluster);
 }

@@ -160,6 +160,8 @@ enum Applied {
     Held,
     Failed(HandlerError),
     Shadow,
+    /// Dead-lettered by an earlier delivery: final, never applied.
+    DeadLetteredBefore(DeadLetterReason),
 }
 
 struct Worker {
@@ -324,16 +326,6 @@ impl Worker {
                     continue;
                 }
             };
-            if let Some(reason) = self.dead_lettered_before(&envelope).await {
-                self.dead_letter(
-                    &delivery,
-                    reason,
-                    "dead-lettered before".into(),
-                    Some(envelope),
-                )
-                .await;
-                continue;
-            }
             if let Err(e) = self.registry.route(
                 &envelope.event_type,
                 envelope.schema_version.major,
@@ -388,6 +380,11 @@ impl Worker {
             Applied::Shadow => {
                 self.metrics.shadow.increment(1);
                 self.settle(delivery.ack.ack().await);
+            }
+            Applied::DeadLetteredBefore(reason) => {
+                let detail = "dead-lettered before".to_owned();
+                self.dead_letter(&delivery, reason, detail, Some(envelope))
+                    .await;
             }
             Applied::Stale(applied) => {
                 let detail = format!(
@@ -599,6 +596,14 @@ fn apply_in_tx(
     let mut outcomes = Vec::with_capacity(items.len());
     for (envelope, stream_sequence) in items {
         let stream_sequence = *stream_sequence;
+        // A dead-letter decision is final: a redelivery publishes the same letter again.
+        if let Some(reason) = store
+            .dead_lettered(&tx, envelope.event_id)?
+            .and_then(|r| DeadLetterReason::parse(&r))
+        {
+            outcomes.push(Applied::DeadLetteredBefore(reason));
+            continue;
+        }
         let mark = OrderMark::new(envelope.epoch, envelope.sequence);
         // Reads see the writes of earlier events of the batch: same transaction.
         let decision = match &envelope.ordering_key {

@@ -880,38 +880,23 @@ impl Platform {
             AppMode::ActivePassive => {
                 let sqlite = match (&app.app.sqlite, &inner.object_stores) {
                     (Some(spec), Some(provider)) => {
-                        // The buckets may be unreachable for a while (the store restarting):
-                        // keep trying, the app cannot campaign without its database.
-                        let open = async {
-                            loop {
-                                match crate::sqlite::SqliteRole::open(
-                                    &app.ctx,
-                                    spec.clone(),
-                                    provider.as_ref(),
-                                )
-                                .await
-                                {
-                                    Ok(role) => break Arc::new(role),
-                                    Err(e) => {
-                                        tracing::warn!(app = %name, error = %e, "cannot open the database's buckets yet; retrying");
-                                        tokio::time::sleep(
-                                            inner
-                                                .timing
-                                                .step_down_backoff
-                                                .max(Duration::from_millis(500)),
-                                        )
-                                        .await;
-                                    }
-                                }
-                            }
-                        };
-                        tokio::select! {
-                            role = open => {
-                                let _ = app.sqlite.set(role.clone());
-                                Some(role)
-                            }
-                            _ = stop.cancelled() => None,
-                        }
+                        let retry = inner
+                            .timing
+                            .step_down_backoff
+                            .max(Duration::from_millis(500));
+                        crate::sqlite::SqliteRole::open_retrying(
+                            &app.ctx,
+                            spec,
+                            provider.as_ref(),
+                            retry,
+                            &stop,
+                        )
+                        .await
+                        .map(|role| {
+                            let role = Arc::new(role);
+                            let _ = app.sqlite.set(role.clone());
+                            role
+                        })
                     }
                     _ => None,
                 };
@@ -920,6 +905,7 @@ impl Platform {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .take();
+                // An app with a database whose buckets never opened (stopped first) does not run.
                 if let Some(rx) = step_down_rx
                     && (app.app.sqlite.is_none() || sqlite.is_some())
                 {

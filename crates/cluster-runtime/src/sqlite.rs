@@ -22,6 +22,7 @@ use std::time::Duration;
 use cluster_core::coordination::KvStore;
 use cluster_core::naming::{NamespaceKind, namespace};
 use cluster_core::object_store::{ObjectStoreError, ObjectStores};
+use tokio_util::sync::CancellationToken;
 use wal_sqlite::{
     GenerationRegistry, PromotionEvent, ReplicationConfig, ReplicationStores, ReplicationTerm,
     Replicator, Retention, Snapshots, Standby, StandbyConfig,
@@ -77,6 +78,29 @@ impl SqliteRole {
         })
     }
 
+    /// Opens the role, retrying while the buckets cannot be opened (the store restarting): the
+    /// app cannot campaign without its database. `None` if `stop` fires first.
+    pub(crate) async fn open_retrying(
+        ctx: &AppContext,
+        spec: &SqliteSpec,
+        provider: &dyn ObjectStores,
+        retry: Duration,
+        stop: &CancellationToken,
+    ) -> Option<SqliteRole> {
+        loop {
+            match SqliteRole::open(ctx, spec.clone(), provider).await {
+                Ok(role) => return Some(role),
+                Err(e) => {
+                    tracing::warn!(app = %ctx.app(), error = %e, "cannot open the database's buckets yet; retrying");
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(retry) => {}
+            }
+        }
+    }
+
     /// The running replicator, while this node is the primary.
     pub(crate) fn replicator(&self) -> Option<Replicator> {
         self.replicator
@@ -118,16 +142,20 @@ impl SqliteRole {
         self.stop_primary().await?;
         let mut standby = self.standby.lock().await;
         if standby.is_none() {
-            *standby = Some(
-                Standby::start(
-                    &self.spec.replica_path,
-                    StandbyConfig::default(),
-                    self.stores.clone(),
-                )
-                .await?,
-            );
+            *standby = Some(self.start_standby().await?);
         }
         Ok(())
+    }
+
+    /// A standby following into the replica path.
+    async fn start_standby(&self) -> Result<Standby, BoxError> {
+        let standby = Standby::start(
+            &self.spec.replica_path,
+            StandbyConfig::default(),
+            self.stores.clone(),
+        )
+        .await?;
+        Ok(standby)
     }
 
     /// Stops replication on this node (at shutdown): the replicator ships what it can, the
@@ -155,14 +183,7 @@ impl SqliteRole {
             .ok_or("an active-passive term always has a fence")?;
         let standby = match self.standby.lock().await.take() {
             Some(s) => s,
-            None => {
-                Standby::start(
-                    &self.spec.replica_path,
-                    StandbyConfig::default(),
-                    self.stores.clone(),
-                )
-                .await?
-            }
+            None => self.start_standby().await?,
         };
         let audit = active.app.shared.audit.clone();
         let app = active.app.app().to_string();

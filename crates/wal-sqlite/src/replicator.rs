@@ -119,14 +119,13 @@ pub struct ReplicationStores {
 }
 
 struct PendingSegment {
-    index: u64,
+    /// Its index, frame range, transaction count and capture time (`captured_at_ms`).
     header: SegmentHeader,
     pages: PageSet,
     bytes: Vec<u8>,
     checksum: u64,
+    /// When its oldest change was captured (for the lag).
     captured_at: Instant,
-    captured_ms: u64,
-    transactions: u32,
     /// A put of these bytes was tried: they must never change again (the store may hold them).
     attempted: bool,
 }
@@ -329,19 +328,17 @@ impl Engine {
         if let (StartFrom::Snapshot, Some((old, _))) = (from, &current)
             && old.sealed_through.is_none()
         {
-            {
-                // The history ends where its last contiguous segment does.
-                let present = restore::segment_indexes(&self.stores.wal, old.generation).await?;
-                let mut end = 0;
-                for i in present {
-                    if i == end + 1 {
-                        end = i;
-                    } else {
-                        break;
-                    }
+            // The history ends where its last contiguous segment does.
+            let present = restore::segment_indexes(&self.stores.wal, old.generation).await?;
+            let mut end = 0;
+            for i in present {
+                if i == end + 1 {
+                    end = i;
+                } else {
+                    break;
                 }
-                registry.seal(old.generation, end).await?;
             }
+            registry.seal(old.generation, end).await?;
         }
         let parent = match from {
             StartFrom::Parent { parent } => Some(parent),
@@ -466,8 +463,6 @@ impl Engine {
             last.header.transactions += scanned.transactions;
             // The time of its newest change: a restore to a time before it leaves it out.
             last.header.captured_at_ms = now_ms();
-            last.captured_ms = last.header.captured_at_ms;
-            last.transactions += scanned.transactions;
             let (bytes, checksum) = Segment::encode(&last.header, &last.pages);
             last.bytes = bytes;
             last.checksum = checksum;
@@ -496,14 +491,11 @@ impl Engine {
         let (bytes, checksum) = Segment::encode(&header, &scanned.pages);
         self.prev_checksum = checksum;
         self.pending.push_back(PendingSegment {
-            index: self.next_index,
-            captured_ms: header.captured_at_ms,
             header,
             pages: scanned.pages,
             bytes,
             checksum,
             captured_at: Instant::now(),
-            transactions: scanned.transactions,
             attempted: false,
         });
         self.next_index += 1;
@@ -548,7 +540,7 @@ impl Engine {
                 });
             }
             front.attempted = true;
-            let name = store_layout::segment(self.generation, front.index);
+            let name = store_layout::segment(self.generation, front.header.index);
             match self.stores.wal.put(&name, front.bytes.clone()).await {
                 Ok(_) => {
                     let done = self.pending.pop_front();
@@ -556,10 +548,10 @@ impl Engine {
                     let acked_at = Instant::now();
                     self.acked = Position {
                         generation: self.generation,
-                        index: done.index,
+                        index: done.header.index,
                     };
                     self.acked_checksum = done.checksum;
-                    self.acked_ms = done.captured_ms;
+                    self.acked_ms = done.header.captured_at_ms;
                     let size = done.bytes.len() as u64;
                     metrics::counter!(m::SEGMENTS_SHIPPED).increment(1);
                     metrics::counter!(m::BYTES_SHIPPED).increment(size);
@@ -573,7 +565,7 @@ impl Engine {
                         s.position = Some(position);
                         s.segments_shipped += 1;
                         s.bytes_shipped += size;
-                        s.transactions_shipped += u64::from(done.transactions);
+                        s.transactions_shipped += u64::from(done.header.transactions);
                         s.degraded = None;
                     });
                     self.resolve(acked_at);

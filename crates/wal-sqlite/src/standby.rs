@@ -182,20 +182,18 @@ impl Standby {
         if replica.exists()
             && let Some(applied) = load_applied(replica)
         {
-            {
-                let path = replica.to_owned();
-                let file = tokio::task::spawn_blocking(move || ReplicaFile::open(&path))
-                    .await
-                    .map_err(|e| ReplicationError::io(replica, std::io::Error::other(e)))??;
-                follower.record = stores
-                    .registry
-                    .record(applied.position.generation)
-                    .await?
-                    .map(|(r, _)| r);
-                follower.file = Some(file);
-                follower.applied = Some(applied);
-                follower.position.send_replace(Some(applied.position));
-            }
+            let path = replica.to_owned();
+            let file = tokio::task::spawn_blocking(move || ReplicaFile::open(&path))
+                .await
+                .map_err(|e| ReplicationError::io(replica, std::io::Error::other(e)))??;
+            follower.record = stores
+                .registry
+                .record(applied.position.generation)
+                .await?
+                .map(|(r, _)| r);
+            follower.file = Some(file);
+            follower.applied = Some(applied);
+            follower.position.send_replace(Some(applied.position));
         }
         let cancel = CancellationToken::new();
         let task = tokio::spawn(follower.run(cancel.clone()));
