@@ -33,6 +33,7 @@ use cluster_core::event::Delivery;
 use cluster_core::event::DeliveryStream;
 use cluster_core::event::Envelope;
 use cluster_core::event::EventBus;
+use cluster_core::event::EventFamily;
 use cluster_core::event::EventPosition;
 use cluster_core::event::OrderMark;
 use cluster_core::event::RetryDecision;
@@ -156,7 +157,8 @@ impl Drop for Consumer {
 enum Applied {
     Done,
     Duplicate,
-    Stale(OrderMark),
+    /// Older than what was applied (said how, for the dead letter's detail).
+    Stale(String),
     Held,
     Failed(HandlerError),
     Shadow,
@@ -388,10 +390,11 @@ impl Worker {
             }
             Applied::Stale(applied) => {
                 let detail = format!(
-                    "event {} of key {:?} at {} is older than applied {applied}",
+                    "event {} of key {:?} at {} on shard {} is older than {applied}",
                     envelope.event_id,
                     envelope.ordering_key,
-                    OrderMark::new(envelope.epoch, envelope.sequence)
+                    OrderMark::new(envelope.epoch, envelope.sequence),
+                    envelope.shard,
                 );
                 self.dead_letter(
                     &delivery,
@@ -585,6 +588,15 @@ enum ApplyFailed {
 #[error("handler panicked")]
 struct HandlerPanicked;
 
+/// The scope of an event's epoch: its shard for a lifecycle event; one scope for the platform
+/// events, whose shard field names no partition.
+fn epoch_scope(envelope: &Envelope) -> String {
+    match envelope.event_type.family() {
+        EventFamily::Lifecycle(_) => format!("p{}", envelope.shard.0),
+        EventFamily::Platform => "platform".to_owned(),
+    }
+}
+
 fn apply_in_tx(
     conn: &mut Connection,
     store: &ConsumerStore,
@@ -605,11 +617,14 @@ fn apply_in_tx(
             continue;
         }
         let mark = OrderMark::new(envelope.epoch, envelope.sequence);
+        let scope = epoch_scope(envelope);
         // Reads see the writes of earlier events of the batch: same transaction.
+        let high_water = store.shard_high_water(&tx, &scope)?;
         let decision = match &envelope.ordering_key {
             Some(key) => {
                 let record = store.key_record(&tx, key)?;
                 decide(
+                    high_water,
                     &record,
                     &EventPosition {
                         mark,
@@ -617,7 +632,11 @@ fn apply_in_tx(
                     },
                 )
             }
-            None => decide_unkeyed(store.was_seen(&tx, envelope.event_id)?),
+            None => decide_unkeyed(
+                high_water,
+                envelope.epoch,
+                store.was_seen(&tx, envelope.event_id)?,
+            ),
         };
         match decision {
             ApplyDecision::Duplicate => {
@@ -625,7 +644,13 @@ fn apply_in_tx(
                 continue;
             }
             ApplyDecision::StaleEpoch { applied } => {
-                outcomes.push(Applied::Stale(applied));
+                outcomes.push(Applied::Stale(format!("applied {applied} of its key")));
+                continue;
+            }
+            ApplyDecision::StaleShardEpoch { high_water } => {
+                outcomes.push(Applied::Stale(format!(
+                    "applied epoch {high_water} of its shard"
+                )));
                 continue;
             }
             ApplyDecision::HeldBehind { .. } => {
@@ -646,6 +671,7 @@ fn apply_in_tx(
                 outcomes.push(Applied::Shadow);
             }
             Ok(()) => {
+                store.raise_high_water(&tx, &scope, envelope.epoch)?;
                 match &envelope.ordering_key {
                     Some(key) => {
                         store.record_applied(&tx, key, mark)?;

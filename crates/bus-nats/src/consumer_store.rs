@@ -2,6 +2,7 @@
 //!
 //! | table | what |
 //! | --- | --- |
+//! | `bus_shard_epochs (consumer, scope, epoch)` | highest epoch applied per shard (`p{shard}`; `platform` for platform events) |
 //! | `bus_applied (consumer, key, epoch, sequence)` | highest `(epoch, sequence)` applied per key |
 //! | `bus_seen (consumer, event_id, seen_at_ms)` | ids of applied events without a key |
 //! | `bus_holds (consumer, key, stream_sequence)` | the failing event later ones of a key wait behind |
@@ -36,6 +37,9 @@ pub(crate) fn create_tables(conn: &rusqlite::Connection) -> rusqlite::Result<()>
          CREATE TABLE IF NOT EXISTS bus_dead_lettered (
              consumer TEXT NOT NULL, event_id TEXT NOT NULL, reason TEXT NOT NULL,
              PRIMARY KEY (consumer, event_id));
+         CREATE TABLE IF NOT EXISTS bus_shard_epochs (
+             consumer TEXT NOT NULL, scope TEXT NOT NULL, epoch INTEGER NOT NULL,
+             PRIMARY KEY (consumer, scope));
          CREATE TABLE IF NOT EXISTS bus_holds (
              consumer TEXT NOT NULL, key TEXT NOT NULL, stream_sequence INTEGER NOT NULL,
              PRIMARY KEY (consumer, key));",
@@ -84,6 +88,37 @@ impl ConsumerStore {
             .optional()?
             .map(from_sql);
         Ok(KeyRecord { applied, held_at })
+    }
+
+    /// The highest epoch applied in `scope` (a shard, or the platform events), if any.
+    pub(crate) fn shard_high_water(
+        &self,
+        tx: &Transaction<'_>,
+        scope: &str,
+    ) -> rusqlite::Result<Option<FencingToken>> {
+        Ok(tx
+            .query_row(
+                "SELECT epoch FROM bus_shard_epochs WHERE consumer = ?1 AND scope = ?2",
+                params![self.consumer, scope],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|e| FencingToken::new(from_sql(e))))
+    }
+
+    /// Raises the high-water epoch of `scope` to `epoch` (never lowers it).
+    pub(crate) fn raise_high_water(
+        &self,
+        tx: &Transaction<'_>,
+        scope: &str,
+        epoch: FencingToken,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO bus_shard_epochs (consumer, scope, epoch) VALUES (?1, ?2, ?3)
+             ON CONFLICT(consumer, scope) DO UPDATE SET epoch = MAX(epoch, excluded.epoch)",
+            params![self.consumer, scope, to_sql(epoch.get())],
+        )?;
+        Ok(())
     }
 
     pub(crate) fn record_applied(

@@ -157,3 +157,78 @@ async fn partitioned_owner_stale_events_are_dead_lettered_after_the_move() {
         assert_eq!(lettered, stale_ids);
     }
 }
+
+/// The epoch is the shard's fencing token, not the key's: once an epoch-10 event of shard 3 was
+/// applied, an epoch-9 event of shard 3 is stale whatever its key, and with no key at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_epoch_of_the_shard_is_stale_for_every_key_and_for_unkeyed_events() {
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let nats = NatsServer::start_with(NatsOptions::durable())
+        .await
+        .unwrap();
+    let files = Files::new();
+    let subjects = subjects();
+    let topo = topology(&subjects);
+    let direct = bus(&nats.url()).await;
+    topo.provision(direct.as_ref()).await.unwrap();
+    let publisher = Publisher::start(
+        direct.clone(),
+        publisher_config("node-a", &subjects, &files.path("outbox.db")),
+        registry(),
+        TestMetrics::new().publisher(),
+    )
+    .unwrap();
+    let new_owner = publisher.publish(event(3, "A", 10, 1)).await.unwrap();
+    let other_key = publisher.publish(event(3, "B", 9, 2)).await.unwrap();
+    let mut unkeyed = event(3, "unkeyed", 9, 3);
+    unkeyed.ordering_key = None;
+    let unkeyed = publisher.publish(unkeyed).await.unwrap();
+    // Another shard has its own epochs: epoch 9 there is fine.
+    let other_shard = publisher.publish(event(4, "C", 9, 4)).await.unwrap();
+
+    let db = files.path("consumer.db");
+    let metrics = TestMetrics::new();
+    let _consumer = Consumer::start(
+        direct.clone(),
+        consumer_config("c", &subjects, &db),
+        registry(),
+        RecordingHandler::new(),
+        metrics.consumer("c"),
+    )
+    .await
+    .unwrap();
+    let stale = || {
+        metrics.counter(
+            "event_bus_dead_letters_total",
+            &[("consumer", "c"), ("reason", "stale_epoch")],
+        )
+    };
+    eventually("all four settled", Duration::from_secs(20), || {
+        effects(&db).len() as u64 + stale() == 4
+    })
+    .await;
+    let applied: HashSet<String> = effects(&db).into_iter().map(|e| e.event_id).collect();
+    let expected: HashSet<String> = [new_owner.event_id, other_shard.event_id]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        applied, expected,
+        "only the epoch-10 event of shard 3 and the event of shard 4 may be applied"
+    );
+    assert_eq!(stale(), 2);
+    let lettered: HashSet<String> = dead_letters(direct.as_ref(), &topo)
+        .await
+        .iter()
+        .map(|l| {
+            assert_eq!(l.reason, DeadLetterReason::StaleEpoch);
+            l.envelope.as_ref().unwrap().event_id.to_string()
+        })
+        .collect();
+    let expected: HashSet<String> = [other_key.event_id, unkeyed.event_id]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(lettered, expected);
+}

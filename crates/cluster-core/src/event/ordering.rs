@@ -1,20 +1,29 @@
 //! Ordering and duplicate decisions for consumers: pure functions over what was applied.
 //!
-//! A consumer keeps, per ordering key, the highest `(epoch, sequence)` it applied (an
-//! [`OrderMark`]), the `event_id`s of applied events without a key, and at most one hold per
-//! key: the stream position of an event whose handler failed, which later events of that key
-//! must wait behind. [`decide`] turns that record and one delivered event into what to do; the
-//! consumer stores the record in the same transaction as the handler's effect.
+//! A consumer keeps, per shard, the highest epoch it applied there (the shard's high-water
+//! epoch); per ordering key, the highest `(epoch, sequence)` it applied (an [`OrderMark`]); the
+//! `event_id`s of applied events without a key; and at most one hold per key: the stream
+//! position of an event whose handler failed, which later events of that key must wait behind.
+//! [`decide`] and [`decide_unkeyed`] turn that record and one delivered event into what to do;
+//! the consumer stores the record in the same transaction as the handler's effect.
+//!
+//! The epoch is a fencing token of the shard, not of the key: once an event of epoch 10 was
+//! applied on a shard, an event of epoch 9 on that shard comes from an owner that lost it,
+//! whatever its key, and with or without a key. It is stale ([`ApplyDecision::StaleShardEpoch`]).
 //!
 //! ```
-//! use cluster_core::event::{decide, ApplyDecision, KeyRecord, OrderMark, EventPosition};
+//! use cluster_core::event::{decide, decide_unkeyed, ApplyDecision, KeyRecord, OrderMark, EventPosition};
 //! use cluster_core::ids::FencingToken;
 //!
 //! let applied = KeyRecord { applied: Some(OrderMark::new(FencingToken::new(5), 10)), ..KeyRecord::default() };
+//! let shard = Some(FencingToken::new(5));
 //! let next = EventPosition { mark: OrderMark::new(FencingToken::new(5), 11), stream_sequence: 40 };
-//! assert_eq!(decide(&applied, &next), ApplyDecision::Apply);
+//! assert_eq!(decide(shard, &applied, &next), ApplyDecision::Apply);
 //! let old_owner = EventPosition { mark: OrderMark::new(FencingToken::new(4), 99), stream_sequence: 41 };
-//! assert!(matches!(decide(&applied, &old_owner), ApplyDecision::StaleEpoch { .. }));
+//! assert!(matches!(decide(shard, &applied, &old_owner), ApplyDecision::StaleShardEpoch { .. }));
+//! // Another key, or no key at all: still stale on this shard.
+//! assert!(matches!(decide(shard, &KeyRecord::default(), &old_owner), ApplyDecision::StaleShardEpoch { .. }));
+//! assert!(matches!(decide_unkeyed(shard, FencingToken::new(4), false), ApplyDecision::StaleShardEpoch { .. }));
 //! ```
 
 use std::cmp::Ordering;
@@ -91,6 +100,13 @@ pub enum ApplyDecision {
         /// The mark already applied.
         applied: OrderMark,
     },
+    /// Published under an epoch older than the shard's high-water epoch (an event of a newer
+    /// owner of the shard was applied, for any key or none): a stale owner's event. Dead-letter
+    /// it as `stale_epoch`; never apply it, never drop it silently.
+    StaleShardEpoch {
+        /// The shard's high-water epoch.
+        high_water: FencingToken,
+    },
     /// An earlier event of the key failed and is being retried: wait behind it.
     HeldBehind {
         /// The stream sequence of the event being retried.
@@ -98,28 +114,61 @@ pub enum ApplyDecision {
     },
 }
 
-/// Decides what to do with a keyed event given its key's record.
-pub fn decide(record: &KeyRecord, event: &EventPosition) -> ApplyDecision {
+/// Whether `epoch` is below the shard's high-water epoch.
+fn below_high_water(
+    shard_high_water: Option<FencingToken>,
+    epoch: FencingToken,
+) -> Option<ApplyDecision> {
+    match shard_high_water {
+        Some(high_water) if epoch < high_water => {
+            Some(ApplyDecision::StaleShardEpoch { high_water })
+        }
+        _ => None,
+    }
+}
+
+/// Decides what to do with a keyed event given its shard's high-water epoch and its key's
+/// record.
+///
+/// In this order: an event at or below the key's mark under the same epoch was applied already
+/// (`Duplicate`, whatever happened since); an epoch below the shard's high-water is stale; a
+/// hold on an earlier position makes it wait; an epoch below the key's is stale; else apply.
+pub fn decide(
+    shard_high_water: Option<FencingToken>,
+    record: &KeyRecord,
+    event: &EventPosition,
+) -> ApplyDecision {
+    if let Some(applied) = record.applied
+        && event.mark.epoch == applied.epoch
+        && event.mark <= applied
+    {
+        return ApplyDecision::Duplicate;
+    }
+    if let Some(stale) = below_high_water(shard_high_water, event.mark.epoch) {
+        return stale;
+    }
     if let Some(blocker) = record.held_at
         && blocker < event.stream_sequence
     {
         return ApplyDecision::HeldBehind { blocker };
     }
     match record.applied {
-        None => ApplyDecision::Apply,
         Some(applied) if event.mark.epoch < applied.epoch => ApplyDecision::StaleEpoch { applied },
-        Some(applied) if event.mark <= applied => ApplyDecision::Duplicate,
-        Some(_) => ApplyDecision::Apply,
+        _ => ApplyDecision::Apply,
     }
 }
 
-/// Decides what to do with an event without an ordering key, given whether its id was seen.
-pub fn decide_unkeyed(seen: bool) -> ApplyDecision {
+/// Decides what to do with an event without an ordering key, given its shard's high-water
+/// epoch, its epoch, and whether its id was seen.
+pub fn decide_unkeyed(
+    shard_high_water: Option<FencingToken>,
+    epoch: FencingToken,
+    seen: bool,
+) -> ApplyDecision {
     if seen {
-        ApplyDecision::Duplicate
-    } else {
-        ApplyDecision::Apply
+        return ApplyDecision::Duplicate;
     }
+    below_high_water(shard_high_water, epoch).unwrap_or(ApplyDecision::Apply)
 }
 
 /// What a consumer does after a handler failure or while an event is held.

@@ -29,20 +29,23 @@ fn marks_order_by_epoch_then_sequence() {
 #[test]
 fn first_event_of_a_key_applies() {
     assert_eq!(
-        decide(&KeyRecord::default(), &at(1, 1, 1)),
+        decide(None, &KeyRecord::default(), &at(1, 1, 1)),
         ApplyDecision::Apply
     );
 }
 
 #[test]
 fn later_marks_apply_and_gaps_are_fine() {
-    assert_eq!(decide(&applied(1, 5), &at(1, 6, 9)), ApplyDecision::Apply);
     assert_eq!(
-        decide(&applied(1, 5), &at(1, 1000, 9)),
+        decide(None, &applied(1, 5), &at(1, 6, 9)),
         ApplyDecision::Apply
     );
     assert_eq!(
-        decide(&applied(1, 5), &at(2, 1, 9)),
+        decide(None, &applied(1, 5), &at(1, 1000, 9)),
+        ApplyDecision::Apply
+    );
+    assert_eq!(
+        decide(None, &applied(1, 5), &at(2, 1, 9)),
         ApplyDecision::Apply,
         "new owner restarts its sequence"
     );
@@ -51,11 +54,11 @@ fn later_marks_apply_and_gaps_are_fine() {
 #[test]
 fn redelivered_and_superseded_events_are_duplicates() {
     assert_eq!(
-        decide(&applied(1, 5), &at(1, 5, 9)),
+        decide(None, &applied(1, 5), &at(1, 5, 9)),
         ApplyDecision::Duplicate
     );
     assert_eq!(
-        decide(&applied(1, 5), &at(1, 4, 9)),
+        decide(None, &applied(1, 5), &at(1, 4, 9)),
         ApplyDecision::Duplicate
     );
 }
@@ -63,7 +66,7 @@ fn redelivered_and_superseded_events_are_duplicates() {
 #[test]
 fn older_epochs_are_stale_whatever_their_sequence() {
     assert_eq!(
-        decide(&applied(7, 1), &at(6, 500, 9)),
+        decide(None, &applied(7, 1), &at(6, 500, 9)),
         ApplyDecision::StaleEpoch {
             applied: mark(7, 1)
         }
@@ -77,25 +80,76 @@ fn a_hold_blocks_only_later_events_of_the_key() {
         held_at: Some(10),
     };
     assert_eq!(
-        decide(&held, &at(1, 2, 10)),
+        decide(None, &held, &at(1, 2, 10)),
         ApplyDecision::Apply,
         "the held event itself retries"
     );
     assert_eq!(
-        decide(&held, &at(1, 3, 11)),
+        decide(None, &held, &at(1, 3, 11)),
         ApplyDecision::HeldBehind { blocker: 10 }
     );
     assert_eq!(
-        decide(&held, &at(1, 1, 5)),
+        decide(None, &held, &at(1, 1, 5)),
         ApplyDecision::Duplicate,
         "earlier positions are not held"
     );
 }
 
 #[test]
+fn an_epoch_below_the_shards_high_water_is_stale_for_every_key_and_none() {
+    let shard = Some(FencingToken::new(10));
+    let stale = ApplyDecision::StaleShardEpoch {
+        high_water: FencingToken::new(10),
+    };
+    assert_eq!(
+        decide(shard, &KeyRecord::default(), &at(9, 1, 20)),
+        stale,
+        "a key never seen, under an older epoch of its shard"
+    );
+    assert_eq!(decide(shard, &applied(9, 3), &at(9, 4, 20)), stale);
+    assert_eq!(decide_unkeyed(shard, FencingToken::new(9), false), stale);
+    assert_eq!(
+        decide(shard, &applied(9, 3), &at(9, 3, 20)),
+        ApplyDecision::Duplicate,
+        "a redelivery of an applied event is still a duplicate"
+    );
+    assert_eq!(
+        decide_unkeyed(shard, FencingToken::new(9), true),
+        ApplyDecision::Duplicate
+    );
+    assert_eq!(
+        decide(shard, &KeyRecord::default(), &at(10, 1, 20)),
+        ApplyDecision::Apply
+    );
+    assert_eq!(
+        decide(shard, &applied(9, 3), &at(11, 1, 20)),
+        ApplyDecision::Apply
+    );
+    assert_eq!(
+        decide_unkeyed(shard, FencingToken::new(10), false),
+        ApplyDecision::Apply
+    );
+    let held = KeyRecord {
+        applied: None,
+        held_at: Some(5),
+    };
+    assert_eq!(
+        decide(shard, &held, &at(9, 1, 20)),
+        stale,
+        "a stale event is not kept waiting behind a hold"
+    );
+}
+
+#[test]
 fn unkeyed_events_dedup_on_their_id() {
-    assert_eq!(decide_unkeyed(false), ApplyDecision::Apply);
-    assert_eq!(decide_unkeyed(true), ApplyDecision::Duplicate);
+    assert_eq!(
+        decide_unkeyed(None, FencingToken::new(1), false),
+        ApplyDecision::Apply
+    );
+    assert_eq!(
+        decide_unkeyed(None, FencingToken::new(1), true),
+        ApplyDecision::Duplicate
+    );
 }
 
 #[test]
