@@ -426,16 +426,11 @@ impl Worker {
                         self.retry(&delivery, d).await;
                     }
                     RetryDecision::DeadLetter(reason) => {
+                        // Recording the decision ends the key's hold (`dead_letter`).
                         let detail =
                             format!("handler failed {} times: {error}", delivery.delivered);
-                        let key = envelope.ordering_key.clone();
-                        if self
-                            .dead_letter(&delivery, reason, detail, Some(envelope))
-                            .await
-                            && let Some(key) = key
-                        {
-                            self.release_hold(key, delivery.stream_sequence).await;
-                        }
+                        self.dead_letter(&delivery, reason, detail, Some(envelope))
+                            .await;
                     }
                 }
             }
@@ -474,18 +469,6 @@ impl Worker {
         })
         .await;
         joined.unwrap_or(Err(ApplyFailed::Stopped))
-    }
-
-    async fn release_hold(&self, key: String, stream_sequence: u64) {
-        let conn = self.conn.clone();
-        let store = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn.transaction()?;
-            store.release(&tx, &key, stream_sequence)?;
-            tx.commit()
-        })
-        .await;
     }
 
     /// The reason this event was dead-lettered before, if it was (a database error counts as not
@@ -545,9 +528,19 @@ impl Worker {
         // dead letter (same message id, deduplicated) instead of applying the event.
         if let Some(envelope) = &letter.envelope {
             let (conn, store, id) = (self.conn.clone(), self.store.clone(), envelope.event_id);
+            let key = envelope.ordering_key.clone();
+            let stream_sequence = delivery.stream_sequence;
             let recorded = tokio::task::spawn_blocking(move || {
-                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                store.record_dead_lettered(&conn, id, reason.as_str())
+                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                let tx = conn.transaction()?;
+                store.record_dead_lettered(
+                    &tx,
+                    id,
+                    reason.as_str(),
+                    key.as_deref(),
+                    stream_sequence,
+                )?;
+                tx.commit()
             })
             .await;
             if !matches!(recorded, Ok(Ok(()))) {
@@ -613,6 +606,10 @@ fn apply_in_tx(
             .dead_lettered(&tx, envelope.event_id)?
             .and_then(|r| DeadLetterReason::parse(&r))
         {
+            // A record written before holds ended with it may have left its hold behind.
+            if let Some(key) = &envelope.ordering_key {
+                store.release(&tx, key, stream_sequence)?;
+            }
             outcomes.push(Applied::DeadLetteredBefore(reason));
             continue;
         }

@@ -148,16 +148,24 @@ impl ConsumerStore {
 
     /// Records, before the dead letter is published, that `id` is dead-lettered for `reason`:
     /// the decision is final, so neither a redelivery nor a catch-up after a crash applies it.
+    /// In the same transaction, the hold the event put on `key` at `stream_sequence` (if any)
+    /// ends: it will never be applied, so later events of the key need not wait for the letter
+    /// to be published, and no crash or failed publish after this point can leave the hold.
     pub(crate) fn record_dead_lettered(
         &self,
-        conn: &rusqlite::Connection,
+        tx: &Transaction<'_>,
         id: EventId,
         reason: &str,
+        key: Option<&str>,
+        stream_sequence: u64,
     ) -> rusqlite::Result<()> {
-        conn.execute(
+        tx.execute(
             "INSERT OR IGNORE INTO bus_dead_lettered (consumer, event_id, reason) VALUES (?1, ?2, ?3)",
             params![self.consumer, id.to_string(), reason],
         )?;
+        if let Some(key) = key {
+            self.release(tx, key, stream_sequence)?;
+        }
         Ok(())
     }
 
