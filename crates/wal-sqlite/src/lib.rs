@@ -35,6 +35,8 @@ pub use restore::{Restore, RestoreProgress, RestoreReport, RestoreTarget};
 pub use segment::SegmentHeader;
 pub use snapshot::{SnapshotManifest, SnapshotPart};
 pub use snapshots::Snapshots;
-pub use standby::{PromotionEvent, PromotionObserver, Standby, StandbyConfig, discard_database};
+pub use standby::{
+    PromotionEvent, PromotionObserver, PromotionOptions, Standby, StandbyConfig, discard_database,
+};
 pub use term::{ReplicationTerm, SafeDeadline};
 pub use wal_scan::WalPosition;

@@ -9,6 +9,7 @@
 //! | `wal_snapshot_age_seconds` | gauge | age of the newest snapshot this node took |
 //! | `wal_generation` | gauge | the generation being written or followed |
 //! | `wal_store_degraded` | gauge | 1 while segment puts fail, else 0 |
+//! | `wal_missing_segments_total` | counter | holes a replica found below the head of its generation with no snapshot past them |
 
 /// `wal_replication_lag_seconds`.
 pub const LAG_SECONDS: &str = "wal_replication_lag_seconds";
@@ -24,3 +25,5 @@ pub const SNAPSHOT_AGE_SECONDS: &str = "wal_snapshot_age_seconds";
 pub const GENERATION: &str = "wal_generation";
 /// `wal_store_degraded`.
 pub const STORE_DEGRADED: &str = "wal_store_degraded";
+/// `wal_missing_segments_total`.
+pub const MISSING_SEGMENTS: &str = "wal_missing_segments_total";

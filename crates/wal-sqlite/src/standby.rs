@@ -49,6 +49,16 @@ impl Default for StandbyConfig {
     }
 }
 
+/// How a promotion treats a history it cannot reach in full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromotionOptions {
+    /// Promote even when a segment between the replica and the head of its generation is
+    /// missing (gone from the store, or listed but unreadable): the generation is sealed where
+    /// the replica stands and every later segment, acknowledged or not, is discarded. Off by
+    /// default: the promotion fails `MissingSegment` instead.
+    pub accept_data_loss: bool,
+}
+
 /// A step of a promotion, for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PromotionEvent {
@@ -99,6 +109,8 @@ struct Follower {
     config: StandbyConfig,
     position: watch::Sender<Option<Position>>,
     rebuilds: u64,
+    /// When the follower last listed its generation looking for a hole.
+    hole_checked_at: Option<tokio::time::Instant>,
 }
 
 struct Shared {
@@ -178,6 +190,7 @@ impl Standby {
             config,
             position,
             rebuilds: 0,
+            hole_checked_at: None,
         };
         if replica.exists()
             && let Some(applied) = load_applied(replica)
@@ -245,6 +258,8 @@ impl Standby {
 
     /// Promotes this standby to primary of `primary` under `term` (see the module docs). With
     /// no history in the store at all, the database at `primary` starts the first generation.
+    /// Fails `MissingSegment`, sealing nothing, when the replica cannot reach the head of its
+    /// generation (see [`promote_with`](Standby::promote_with) to accept the loss).
     pub async fn promote(
         &self,
         primary: &Path,
@@ -252,6 +267,27 @@ impl Standby {
         config: ReplicationConfig,
         term: ReplicationTerm,
         observer: Option<PromotionObserver>,
+    ) -> ReplicationResult<Replicator> {
+        self.promote_with(
+            primary,
+            node,
+            config,
+            term,
+            observer,
+            PromotionOptions::default(),
+        )
+        .await
+    }
+
+    /// [`promote`](Standby::promote) with `options`.
+    pub async fn promote_with(
+        &self,
+        primary: &Path,
+        node: &str,
+        config: ReplicationConfig,
+        term: ReplicationTerm,
+        observer: Option<PromotionObserver>,
+        options: PromotionOptions,
     ) -> ReplicationResult<Replicator> {
         let emit = |e: PromotionEvent| {
             tracing::info!(event = ?e, "promotion");
@@ -285,7 +321,7 @@ impl Standby {
             });
             return Ok(replicator);
         }
-        follower.catch_up().await?;
+        follower.catch_up(options).await?;
         let applied = follower.applied.ok_or(ReplicationError::NoSnapshot {
             target: "anything to promote".into(),
         })?;
@@ -369,6 +405,15 @@ impl Follower {
     /// Applies what can be applied now. `fenced`: apply unsealed segments only while the
     /// writer's fence stands (off during a promotion's catch-up: the caller holds the term).
     async fn step(&mut self, fenced: bool) -> ReplicationResult<Step> {
+        self.step_with(fenced, PromotionOptions::default()).await
+    }
+
+    /// [`step`](Follower::step); `options` decide what a promotion's catch-up does at a hole.
+    async fn step_with(
+        &mut self,
+        fenced: bool,
+        options: PromotionOptions,
+    ) -> ReplicationResult<Step> {
         let registry = self.stores.registry.clone();
         let Some(applied) = self.applied else {
             return self.bootstrap(fenced).await;
@@ -443,7 +488,20 @@ impl Follower {
             metrics::counter!(m::SEGMENTS_APPLIED).increment(count);
             return Ok(Step::Applied);
         }
-        // Nothing new: has the generation ended?
+        // Nothing new. A segment missing below the head of the generation (deleted by
+        // retention while this replica was away, or listed but not readable) is a hole: the
+        // replica must not stop, or be promoted, short of the head.
+        if !fenced
+            || self
+                .hole_checked_at
+                .is_none_or(|t| t.elapsed() >= self.config.poll_interval * 20)
+        {
+            self.hole_checked_at = Some(tokio::time::Instant::now());
+            if let Some(step) = self.at_hole(&record, next, fenced, options).await? {
+                return Ok(step);
+            }
+        }
+        // Has the generation ended?
         let (fresh, _) = registry
             .record(g)
             .await?
@@ -510,6 +568,81 @@ impl Follower {
         }
     }
 
+    /// Whether segment `next` of `record`'s generation is missing below its head (the seal, or
+    /// the last listed segment while unsealed); if so, what to do: rebuild from a snapshot past
+    /// the hole if one exists; otherwise, following, wait (nothing can be applied); catching up
+    /// for a promotion, fail `MissingSegment` unless the loss is accepted.
+    async fn at_hole(
+        &mut self,
+        record: &GenerationRecord,
+        next: u64,
+        fenced: bool,
+        options: PromotionOptions,
+    ) -> ReplicationResult<Option<Step>> {
+        let g = record.generation;
+        let fresh = self
+            .stores
+            .registry
+            .record(g)
+            .await?
+            .map_or_else(|| record.clone(), |(r, _)| r);
+        let head = match fresh.sealed_through {
+            Some(seal) => seal,
+            None => restore::segment_indexes(&self.stores.wal, g)
+                .await?
+                .last()
+                .copied()
+                .unwrap_or(0),
+        };
+        if next > head {
+            return Ok(None);
+        }
+        let bridge = crate::snapshot::list(&self.stores.snapshots)
+            .await?
+            .into_iter()
+            .rfind(|s| {
+                s.position.generation == g
+                    && s.position.index >= next
+                    && fresh
+                        .sealed_through
+                        .is_none_or(|seal| s.position.index <= seal)
+            });
+        if let Some(snap) = bridge {
+            tracing::warn!(
+                generation = g,
+                missing = next,
+                head,
+                snapshot = %snap.id,
+                "segment missing below the head of the generation: rebuilding from the snapshot past it"
+            );
+            self.applied = None;
+            return Ok(Some(Step::Applied));
+        }
+        metrics::counter!(m::MISSING_SEGMENTS).increment(1);
+        if fenced {
+            tracing::error!(
+                generation = g,
+                missing = next,
+                head,
+                "segment missing below the head of the generation and no snapshot past it: the replica cannot follow"
+            );
+            return Ok(Some(Step::Idle));
+        }
+        if options.accept_data_loss {
+            tracing::error!(
+                generation = g,
+                missing = next,
+                head,
+                "segment missing below the head: promoting anyway, as asked; segments {next}..={head} are discarded"
+            );
+            return Ok(Some(Step::Idle));
+        }
+        Err(ReplicationError::MissingSegment {
+            generation: g,
+            index: next,
+        })
+    }
+
     async fn apply(&mut self, set: PageSet, last: Applied) -> ReplicationResult<()> {
         let Some(mut file) = self.file.take() else {
             self.applied = None;
@@ -542,8 +675,20 @@ impl Follower {
         let through = match record.sealed_through {
             Some(s) => s,
             None => {
-                let mut end = 0;
+                // To the contiguous end after the newest snapshot of the generation (retention
+                // deletes the segments before it), or after its start.
+                let base = crate::snapshot::list(&self.stores.snapshots)
+                    .await?
+                    .iter()
+                    .filter(|s| s.position.generation == g)
+                    .map(|s| s.position.index)
+                    .max()
+                    .unwrap_or(0);
+                let mut end = base;
                 for i in restore::segment_indexes(&self.stores.wal, g).await? {
+                    if i <= base {
+                        continue;
+                    }
                     if i == end + 1 {
                         end = i;
                     } else {
@@ -585,9 +730,9 @@ impl Follower {
     }
 
     /// Applies everything shipped, without waiting for fences (the caller won the term).
-    async fn catch_up(&mut self) -> ReplicationResult<()> {
+    async fn catch_up(&mut self, options: PromotionOptions) -> ReplicationResult<()> {
         loop {
-            match self.step(false).await? {
+            match self.step_with(false, options).await? {
                 Step::Applied => continue,
                 Step::Idle => return Ok(()),
             }
