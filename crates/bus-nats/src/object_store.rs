@@ -6,15 +6,19 @@
 //! purges those chunks mid-read it starts again from the new description, so a reader gets one
 //! whole version. Every call is bounded by the call timeout and maps transport trouble to
 //! `Unavailable`.
+//!
+//! Reads never use JetStream's direct get, which any replica may answer, including a follower
+//! that has not stored the latest write yet: a standby deciding where to seal a generation, or
+//! a restore, must see every acknowledged object. Descriptions and chunks are read with the
+//! stream's message-get API, which only the stream leader answers.
 
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::SystemTime;
 
 use async_nats::jetstream;
-use async_nats::jetstream::object_store::{
-    self as nats_os, DeleteErrorKind, InfoErrorKind, ObjectMetadata,
-};
+use async_nats::jetstream::object_store::{self as nats_os, DeleteErrorKind, ObjectMetadata};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::stream::StorageType;
 use async_trait::async_trait;
 use cluster_core::object_store::{
@@ -54,7 +58,8 @@ impl ObjectBucketSpec {
 pub struct NatsObjectStore {
     client: async_nats::Client,
     bucket: nats_os::ObjectStore,
-    /// The bucket's stream, for reading chunks with direct gets (no consumer per read).
+    /// The bucket's stream, for reading descriptions and chunks through its leader (no
+    /// consumer per read).
     stream: jetstream::stream::Stream,
     name: String,
     call_timeout: Duration,
@@ -260,13 +265,24 @@ impl NatsObjectStore {
         &self,
         name: &ObjectName,
     ) -> Result<Option<nats_os::ObjectInfo>, ObjectStoreError> {
+        use base64::Engine;
         let op = ObjectOperation::Get;
+        // The bucket's own `info` uses a direct get when the stream allows it (async-nats
+        // always creates object-store streams so): read the description from the leader.
+        let encoded = base64::engine::general_purpose::URL_SAFE.encode(name.as_str());
+        let subject = format!("$O.{}.M.{encoded}", self.name);
         self.bounded(op, self.call_timeout, async {
-            match self.bucket.info(name.as_str()).await {
-                Ok(info) if info.deleted => Ok(None),
-                Ok(info) => Ok(Some(info)),
-                Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
-                Err(e) if e.kind() == InfoErrorKind::InvalidName => {
+            match self.stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => {
+                    let info: nats_os::ObjectInfo = serde_json::from_slice(&message.payload)
+                        .map_err(|e| ObjectStoreError::Corrupt {
+                            name: name.to_string(),
+                            detail: format!("unreadable description: {e}"),
+                        })?;
+                    Ok((!info.deleted).then_some(info))
+                }
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) if e.kind() == LastRawMessageErrorKind::InvalidSubject => {
                     Err(ObjectStoreError::InvalidName {
                         name: name.to_string(),
                         reason: "rejected by the NATS object store",
@@ -280,7 +296,7 @@ impl NatsObjectStore {
 }
 
 impl NatsObjectStore {
-    /// Reads an object's chunks one direct get at a time and checks its digest.
+    /// Reads an object's chunks one leader-answered message get at a time and checks its digest.
     async fn read_chunks(&self, info: &nats_os::ObjectInfo) -> Result<Vec<u8>, ObjectStoreError> {
         use base64::Engine;
         use sha2::Digest;
@@ -290,11 +306,15 @@ impl NatsObjectStore {
         let mut digest = sha2::Sha256::new();
         let mut next = None;
         for _ in 0..info.chunks {
-            let message = self
-                .stream
-                .direct_get_next_for_subject(subject.as_str(), next)
-                .await
-                .map_err(|e| unavailable(op, e))?;
+            let message = match next {
+                None => self.stream.get_next_raw_message_by_subject(&subject).await,
+                Some(from) => {
+                    self.stream
+                        .get_first_raw_message_by_subject(&subject, from)
+                        .await
+                }
+            }
+            .map_err(|e| unavailable(op, e))?;
             digest.update(&message.payload);
             data.extend_from_slice(&message.payload);
             next = Some(message.sequence + 1);
