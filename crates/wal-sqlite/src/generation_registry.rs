@@ -199,6 +199,56 @@ impl GenerationRegistry {
         }
     }
 
+    /// Seals `generation` at `through` like [`seal`](GenerationRegistry::seal), but only while
+    /// `fence` (the sealing writer's term) holds: the fence is checked before each CAS, so a
+    /// writer whose term ended seals nothing. A successor's seal is a CAS on the same revision,
+    /// so at most one of the two lands.
+    pub async fn seal_fenced(
+        &self,
+        generation: u64,
+        through: u64,
+        fence: Option<&Fence>,
+    ) -> ReplicationResult<u64> {
+        let key = self.record_key(generation)?;
+        loop {
+            let Some(entry) = self.kv.get(&key).await? else {
+                return Err(ReplicationError::Conflict {
+                    generation,
+                    detail: "no record to seal".into(),
+                });
+            };
+            let mut record: GenerationRecord = decode(&entry)?;
+            if let Some(sealed) = record.sealed_through {
+                return Ok(sealed);
+            }
+            if let Some(fence) = fence
+                && !self.kv.fence_holds(fence).await?
+            {
+                return Err(ReplicationError::Fenced {
+                    token: fence.token.get(),
+                });
+            }
+            record.sealed_through = Some(through);
+            match self
+                .kv
+                .put(
+                    &key,
+                    encode(&record),
+                    Expect::Revision(entry.revision),
+                    None,
+                )
+                .await
+            {
+                Ok(_) => return Ok(through),
+                Err(CoordError::Conflict {
+                    detail: ConflictDetail::RevisionMoved { .. },
+                    ..
+                }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Whether the fence of `record` still stands: its key is still in the record's term.
     pub async fn fence_stands(&self, record: &GenerationRecord) -> ReplicationResult<bool> {
         let Some(fence) = &record.fence else {

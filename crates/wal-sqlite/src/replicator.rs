@@ -323,11 +323,33 @@ impl Engine {
     /// fresh start, its base snapshot).
     async fn begin_generation(&mut self, from: StartFrom) -> ReplicationResult<()> {
         let registry = self.stores.registry.clone();
+        let fenced = || ReplicationError::Fenced {
+            token: self.term.token.get(),
+        };
+        if !self.term.valid_at(Instant::now()) {
+            return Err(fenced());
+        }
         let current = registry.current().await?;
         let generation = current.as_ref().map_or(1, |(r, _)| r.generation + 1);
         if let (StartFrom::Snapshot, Some((old, _))) = (from, &current)
             && old.sealed_through.is_none()
         {
+            // Only the holder of the generation's term seals it here: this writer's own
+            // generation (a restart or a gap within the term), or one whose writer's term has
+            // ended, older than this term. A live successor's generation is never touched.
+            let mine = self.term.token.get();
+            if old.token > mine {
+                return Err(fenced());
+            }
+            if old.token < mine && registry.fence_stands(old).await? {
+                return Err(ReplicationError::Conflict {
+                    generation: old.generation,
+                    detail: format!(
+                        "its writer (token {}) still holds its term; promote to continue it",
+                        old.token
+                    ),
+                });
+            }
             // The history ends where its last contiguous segment does.
             let present = restore::segment_indexes(&self.stores.wal, old.generation).await?;
             let mut end = 0;
@@ -338,7 +360,12 @@ impl Engine {
                     break;
                 }
             }
-            registry.seal(old.generation, end).await?;
+            if !self.term.valid_at(Instant::now()) {
+                return Err(fenced());
+            }
+            registry
+                .seal_fenced(old.generation, end, self.term.fence.as_ref())
+                .await?;
         }
         let parent = match from {
             StartFrom::Parent { parent } => Some(parent),
