@@ -428,9 +428,13 @@ impl Engine {
         metrics::gauge!(m::GENERATION).set(generation as f64);
         self.broken = None;
         self.released = false;
+        self.retry_at = None;
+        self.retry_delay = self.config.retry_delay;
+        metrics::gauge!(m::STORE_DEGRADED).set(0.0);
         tracing::info!(generation, ?parent, token = %self.term.token, "generation started");
         self.publish_stats(|s| {
             s.generations_started += 1;
+            s.degraded = None;
             s.position = Some(Position {
                 generation,
                 index: 0,
@@ -675,7 +679,14 @@ impl Engine {
     }
 
     async fn maintain(&mut self) -> ReplicationResult<()> {
-        let degraded = self.retry_at.is_some();
+        // Degraded while a retry is due later. A retry time that has passed with nothing
+        // pending was set by a failed step other than a put (starting a generation after a
+        // gap, say): no put will clear it, so it ends here and the step is tried again.
+        let now = Instant::now();
+        let degraded = self.retry_at.is_some_and(|t| now < t);
+        if !degraded && self.pending.is_empty() && self.retry_at.take().is_some() {
+            tracing::info!("retrying after a failed replication step");
+        }
         let (wal_size, wal_in_use) =
             blocking(&self.capture, |c| Ok((c.wal_size(), c.wal_in_use()))).await?;
         if degraded && !self.released && wal_size > self.config.max_wal_bytes {
