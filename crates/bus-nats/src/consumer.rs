@@ -39,6 +39,8 @@ use cluster_core::event::OrderMark;
 use cluster_core::event::RetryDecision;
 use cluster_core::event::RouteError;
 use cluster_core::event::SchemaRegistry;
+use cluster_core::event::StoredMessage;
+use cluster_core::event::SubjectFilter;
 use cluster_core::event::SubscriptionSpec;
 use cluster_core::event::decide;
 use cluster_core::event::decide_unkeyed;
@@ -229,8 +231,13 @@ impl Worker {
     }
 
     /// Applies the outstanding range in stream order; `false` if the bus could not be asked.
+    ///
+    /// The whole range, however many stream sequences it spans: the range is counted in the
+    /// sequences of a stream that other shards and kinds share, and an outstanding delivery
+    /// left out would come back behind newer events of its key and be taken for a duplicate.
+    /// Each filter's next matching message is found by the bus ([`EventBus::read_next_matching`]),
+    /// so the cost follows the consumer's own messages, not the stream's.
     async fn catch_up(&self) -> bool {
-        const MAX_RANGE: u64 = 10_000;
         let stream = self.config.stream.as_str();
         let position = match self.bus.consumer_position(stream, &self.config.name).await {
             Ok(p) => p,
@@ -240,29 +247,19 @@ impl Worker {
             }
         };
         let first = position.ack_floor + 1;
-        let last = position.delivered.min(position.ack_floor + MAX_RANGE);
-        if position.delivered > last {
-            tracing::warn!(consumer = %self.config.name, ?position, "outstanding range too long; catching up on its start only");
-        }
+        let last = position.delivered;
         let mut replayed = 0u32;
-        for sequence in first..=last {
-            let message = match self.bus.read(stream, sequence).await {
+        let mut outstanding = OutstandingRange::new(&self.config.filters, first, last);
+        loop {
+            let message = match outstanding.next(self.bus.as_ref(), stream).await {
                 Ok(Some(m)) => m,
-                Ok(None) => continue,
+                Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(consumer = %self.config.name, error = %e, "catch-up interrupted");
                     return false;
                 }
             };
-            if !self.config.filters.is_empty()
-                && !self
-                    .config
-                    .filters
-                    .iter()
-                    .any(|f| f.matches(&message.subject))
-            {
-                continue;
-            }
+            let sequence = message.sequence;
             // Only keyed events that apply cleanly matter for order; everything else is left to
             // its redelivery (dead letters, failures, duplicates).
             let Ok(envelope) = Envelope::decode_from(&message.subject, &message.payload) else {
@@ -565,6 +562,86 @@ impl Worker {
             }
         }
     }
+}
+
+/// The messages of a consumer's filters in a range of stream sequences, in stream order.
+struct OutstandingRange<'a> {
+    /// Per filter (one `None` for no filter: every subject), its next match, once read.
+    heads: Vec<(Option<&'a SubjectFilter>, Option<StoredMessage>, bool)>,
+    next: u64,
+    last: u64,
+}
+
+impl<'a> OutstandingRange<'a> {
+    fn new(filters: &'a [SubjectFilter], first: u64, last: u64) -> OutstandingRange<'a> {
+        let heads = if filters.is_empty() {
+            vec![(None, None, false)]
+        } else {
+            filters.iter().map(|f| (Some(f), None, false)).collect()
+        };
+        OutstandingRange {
+            heads,
+            next: first,
+            last,
+        }
+    }
+
+    /// The next message matching any filter, or `None` past the end of the range.
+    async fn next(
+        &mut self,
+        bus: &dyn EventBus,
+        stream: &str,
+    ) -> Result<Option<StoredMessage>, BusError> {
+        if self.next > self.last {
+            return Ok(None);
+        }
+        for (filter, head, done) in &mut self.heads {
+            if *done || head.as_ref().is_some_and(|m| m.sequence >= self.next) {
+                continue;
+            }
+            *head = match filter {
+                Some(f) => {
+                    bus.read_next_matching(stream, self.next, self.last, f)
+                        .await?
+                }
+                None => next_stored(bus, stream, self.next, self.last).await?,
+            };
+            *done = head.is_none();
+        }
+        let Some(sequence) = self
+            .heads
+            .iter()
+            .filter_map(|(_, head, _)| head.as_ref().map(|m| m.sequence))
+            .min()
+        else {
+            self.next = self.last + 1;
+            return Ok(None);
+        };
+        self.next = sequence + 1;
+        // A message two filters match is taken once.
+        let mut taken = None;
+        for (_, head, _) in &mut self.heads {
+            if head.as_ref().is_some_and(|m| m.sequence == sequence) {
+                taken = head.take();
+            }
+        }
+        Ok(taken)
+    }
+}
+
+/// The first stored message in `from..=to` (sequences can be deleted).
+async fn next_stored(
+    bus: &dyn EventBus,
+    stream: &str,
+    from: u64,
+    to: u64,
+) -> Result<Option<StoredMessage>, BusError> {
+    for sequence in from..=to {
+        if let Some(m) = bus.read(stream, sequence).await? {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
 }
 
 /// Why a transaction did not run to a decision.

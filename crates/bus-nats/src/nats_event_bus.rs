@@ -19,6 +19,7 @@ use cluster_core::event::DeliveryStream;
 use cluster_core::event::EventBus;
 use cluster_core::event::StoredMessage;
 use cluster_core::event::StreamSpec;
+use cluster_core::event::SubjectFilter;
 use cluster_core::event::SubscriptionSpec;
 
 use crate::config::NatsBusConfig;
@@ -227,6 +228,42 @@ impl EventBus for NatsEventBus {
                     payload: m.payload.to_vec(),
                     sequence: m.sequence,
                 })),
+                Err(e) if matches!(e.kind(), K::NoMessageFound) => Ok(None),
+                Err(e) => Err(nats_error::api_error(BusOperation::Receive, e)),
+            }
+        })
+        .await
+    }
+
+    async fn read_next_matching(
+        &self,
+        stream: &str,
+        from: u64,
+        to: u64,
+        filter: &SubjectFilter,
+    ) -> Result<Option<StoredMessage>, BusError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind as K;
+        if from > to {
+            return Ok(None);
+        }
+        self.bounded(BusOperation::Receive, async {
+            let stream = self
+                .js
+                .get_stream_no_info(stream)
+                .await
+                .map_err(|e| nats_error::api_error(BusOperation::Receive, e))?;
+            // STREAM.MSG.GET with `seq` and `next_by_subj`: served by the stream leader (no
+            // direct get, which a lagging replica may answer).
+            match stream
+                .get_first_raw_message_by_subject(filter.as_str(), from)
+                .await
+            {
+                Ok(m) if m.sequence <= to => Ok(Some(StoredMessage {
+                    subject: m.subject.to_string(),
+                    payload: m.payload.to_vec(),
+                    sequence: m.sequence,
+                })),
+                Ok(_) => Ok(None),
                 Err(e) if matches!(e.kind(), K::NoMessageFound) => Ok(None),
                 Err(e) => Err(nats_error::api_error(BusOperation::Receive, e)),
             }

@@ -280,6 +280,29 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// The message at `sequence` of `stream`; `None` if there is none (deleted or not yet).
     async fn read(&self, stream: &str, sequence: u64) -> Result<Option<StoredMessage>, BusError>;
 
+    /// The first message of `stream` in `from..=to` whose subject matches `filter`; `None` if
+    /// there is none. Answered by the stream's leader, like [`EventBus::read`].
+    ///
+    /// The default reads the range one message at a time; an adapter whose server can find the
+    /// next match itself (JetStream's `next_by_subj`) answers in one call however far apart the
+    /// matches are, which a consumer of one shard of a stream shared by many needs.
+    async fn read_next_matching(
+        &self,
+        stream: &str,
+        from: u64,
+        to: u64,
+        filter: &SubjectFilter,
+    ) -> Result<Option<StoredMessage>, BusError> {
+        for sequence in from..=to {
+            if let Some(message) = self.read(stream, sequence).await?
+                && filter.matches(&message.subject)
+            {
+                return Ok(Some(message));
+            }
+        }
+        Ok(None)
+    }
+
     /// The largest message the bus accepts, in bytes.
     fn max_payload(&self) -> usize;
 }
