@@ -124,6 +124,22 @@ pub enum ReplicationError {
         /// What is wrong.
         reason: String,
     },
+    /// A graceful stop could not ship the captured tail before the term ended (without a
+    /// lease: within `sync_timeout`), or capture was between generations: those commits are
+    /// not in the store, and a successor will not have them.
+    #[error(
+        "stopped with {segments} segment(s), {transactions} transaction(s), not shipped after {shipped:?}: {reason}"
+    )]
+    TailNotShipped {
+        /// The last position the store acknowledged.
+        shipped: Option<crate::position::Position>,
+        /// Segments captured but never acknowledged.
+        segments: usize,
+        /// Transactions in them.
+        transactions: u64,
+        /// Why they were not shipped.
+        reason: String,
+    },
     /// The replicator or standby has stopped.
     #[error("stopped")]
     Stopped,

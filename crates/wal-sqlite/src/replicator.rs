@@ -785,6 +785,80 @@ impl Engine {
         Ok(())
     }
 
+    /// On a graceful stop: captures what is committed and ships it, retrying failed puts at
+    /// once and then with a short backoff, until everything is shipped or the term ends
+    /// (without a lease, for at most `sync_timeout`). A tail left unshipped is reported.
+    async fn ship_tail(&mut self) -> ReplicationResult<()> {
+        let started = Instant::now();
+        let mut backoff = self.config.poll_interval;
+        let mut last_error = None;
+        if let Err(e) = self.capture_new().await {
+            last_error = Some(e.to_string());
+        }
+        while !self.pending.is_empty() {
+            let now = Instant::now();
+            if !self.term.valid_at(now) {
+                last_error = Some("the term ended".into());
+                break;
+            }
+            if self.term.safe_until.is_none() && now - started >= self.config.sync_timeout {
+                last_error = Some(format!(
+                    "not acknowledged within the sync timeout ({:?})",
+                    self.config.sync_timeout
+                ));
+                break;
+            }
+            // The loop's retry schedule does not apply: this is the last chance.
+            self.retry_at = None;
+            match self.ship().await {
+                Ok(()) => {}
+                Err(e @ ReplicationError::Fenced { .. }) => {
+                    last_error = Some(e.to_string());
+                    break;
+                }
+                Err(e) => last_error = Some(e.to_string()),
+            }
+            if self.pending.is_empty() {
+                break;
+            }
+            if let Some(reason) = self.stats.borrow().degraded.clone() {
+                last_error = Some(reason);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(250));
+        }
+        if !self.pending.is_empty() {
+            let segments = self.pending.len();
+            let transactions = self
+                .pending
+                .iter()
+                .map(|p| u64::from(p.header.transactions))
+                .sum();
+            tracing::error!(
+                segments,
+                transactions,
+                shipped = %self.acked,
+                "stopping with commits that never reached the store"
+            );
+            return Err(ReplicationError::TailNotShipped {
+                shipped: Some(self.acked),
+                segments,
+                transactions,
+                reason: last_error.unwrap_or_else(|| "not acknowledged".into()),
+            });
+        }
+        if let Some(reason) = &self.broken {
+            // Commits after the gap were never captured into any generation.
+            return Err(ReplicationError::TailNotShipped {
+                shipped: Some(self.acked),
+                segments: 0,
+                transactions: 0,
+                reason: format!("capture is between generations: {reason}"),
+            });
+        }
+        Ok(())
+    }
+
     async fn apply_retention(&mut self) -> ReplicationResult<()> {
         crate::snapshots::apply_retention(
             &self.stores.wal,
@@ -803,12 +877,7 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             let step = tokio::select! {
-                _ = cancel.cancelled() => {
-                    // A last attempt to ship what is captured, then stop.
-                    let _ = self.capture_new().await;
-                    let _ = self.ship().await;
-                    break Ok(());
-                }
+                _ = cancel.cancelled() => break self.ship_tail().await,
                 request = requests.recv() => match request {
                     Some(Request::Sync(reply)) => self.on_sync(reply).await,
                     Some(Request::Snapshot(reply)) => {
