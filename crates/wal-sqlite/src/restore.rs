@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::error::{ReplicationError, ReplicationResult, SegmentError};
 use crate::generation::GenerationManifest;
+use crate::generation_registry::GenerationRegistry;
 use crate::page_set::PageSet;
 use crate::position::Position;
 use crate::replica_file;
@@ -89,6 +90,7 @@ pub struct Restore {
     wal: Arc<dyn ObjectStore>,
     snapshots: Arc<dyn ObjectStore>,
     progress: Option<watch::Sender<RestoreProgress>>,
+    registry: Option<GenerationRegistry>,
 }
 
 /// Every generation manifest in the WAL bucket.
@@ -175,6 +177,26 @@ impl Restore {
             wal,
             snapshots,
             progress: None,
+            registry: None,
+        }
+    }
+
+    /// Reads the generation records from `registry`: `Latest` is then the head generation, and
+    /// a restore never goes past a generation's seal (segments put after it, by a primary that
+    /// lost its term, are not part of the history).
+    pub fn with_registry(mut self, registry: GenerationRegistry) -> Restore {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The seal of `generation`, if the registry is known and has one.
+    async fn seal_of(&self, generation: u64) -> ReplicationResult<Option<u64>> {
+        match &self.registry {
+            Some(r) => Ok(r
+                .record(generation)
+                .await?
+                .and_then(|(r, _)| r.sealed_through)),
+            None => Ok(None),
         }
     }
 
@@ -197,7 +219,19 @@ impl Restore {
             target: target.to_string(),
         };
         let (last, through) = match target {
-            RestoreTarget::Latest => (*all.keys().next_back().ok_or_else(no)?, None),
+            RestoreTarget::Latest => {
+                let head = match &self.registry {
+                    Some(r) => r.current().await?.map(|(r, _)| r.generation),
+                    None => None,
+                };
+                // The head generation (a newer manifest may be a start that never became
+                // the head); without records, the newest manifest.
+                let g = match head {
+                    Some(h) => *all.range(..=h).next_back().ok_or_else(no)?.0,
+                    None => *all.keys().next_back().ok_or_else(no)?,
+                };
+                (g, self.seal_of(g).await?)
+            }
             RestoreTarget::Position(p) => (p.generation, Some(p.index)),
             RestoreTarget::Time(t) => {
                 let t = t
@@ -209,7 +243,7 @@ impl Restore {
                     .map(|m| m.generation)
                     .next_back()
                     .ok_or_else(no)?;
-                (g, None)
+                (g, self.seal_of(g).await?)
             }
         };
         let mut chain = Vec::new();
