@@ -1,8 +1,8 @@
 //! `GenerationRegistry`: generation records in the coordinator, changed only by CAS.
 //!
 //! Keys in the app's `wal` namespace: `head` (`{"current": g}`) and `gen/{g:016x}` (a
-//! [`GenerationRecord`]). Starting a generation creates its record (`Expect::Absent`) and moves
-//! the head: with the primary's [`Fence`] (`put_if_held`, so a fenced-out primary cannot; on a
+//! [`GenerationRecord`]). Starting a generation creates its record (`Expect::Absent`, numbered
+//! past every existing record), then (after the replicator wrote its manifest) moves the head: with the primary's [`Fence`] (`put_if_held`, so a fenced-out primary cannot; on a
 //! store without `put_if_held` across namespaces, a fence check then a CAS on the head's
 //! revision) or by CAS on the head's revision when there is no election. Sealing a generation is a CAS on its
 //! record's revision; a seal, once written, is never changed.
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use cluster_core::coordination::{
-    ConflictDetail, CoordError, Expect, Fence, Key, KvEntry, KvStore,
+    ConflictDetail, CoordError, Expect, Fence, Key, KeyPrefix, KvEntry, KvStore,
 };
 use cluster_core::ids::{FencingToken, Revision};
 use cluster_core::naming::Namespace;
@@ -88,25 +88,49 @@ impl GenerationRegistry {
     }
 
     /// Starts generation `record.generation` as the new head. With a fence, the head moves only
-    /// while the fence stands; without, only if the head is still at `expected_head`.
+    /// while the fence stands; without, only if the head is still where it was read.
     pub async fn start(
         &self,
         record: &GenerationRecord,
         fence: Option<&Fence>,
     ) -> ReplicationResult<Revision> {
-        let generation = record.generation;
-        let head_key = self.head_key()?;
-        let head = self.kv.get(&head_key).await?;
-        if let Some(entry) = &head {
-            let current: Head = decode(entry)?;
-            if current.current >= generation {
-                return Err(ReplicationError::Conflict {
-                    generation,
-                    detail: format!("head is already at generation {}", current.current),
-                });
-            }
+        let head = self.head().await?;
+        let revision = self.register(record).await?;
+        self.move_head(record.generation, fence, head).await?;
+        Ok(revision)
+    }
+
+    /// The head: the current generation and the head key's revision.
+    pub async fn head(&self) -> ReplicationResult<Option<(u64, Revision)>> {
+        match self.kv.get(&self.head_key()?).await? {
+            Some(entry) => Ok(Some((decode::<Head>(&entry)?.current, entry.revision))),
+            None => Ok(None),
         }
-        let revision = match self
+    }
+
+    /// The number for a new generation: past the head and past every record, so a record left
+    /// by a start that never moved the head (an orphan) is skipped, never reused or blocking.
+    pub async fn next_generation(&self, head: Option<u64>) -> ReplicationResult<u64> {
+        let prefix = KeyPrefix::new(self.namespace.clone(), "gen/")?;
+        let highest = self
+            .kv
+            .list(&prefix)
+            .await?
+            .iter()
+            .filter_map(|e| {
+                let name = e.key.name().strip_prefix("gen/")?;
+                u64::from_str_radix(name, 16).ok()
+            })
+            .max()
+            .unwrap_or(0);
+        Ok(highest.max(head.unwrap_or(0)) + 1)
+    }
+
+    /// Creates the record of a generation not yet started (the first of its three steps:
+    /// record, manifest, head). Until the head moves to it, no replica follows it.
+    pub async fn register(&self, record: &GenerationRecord) -> ReplicationResult<Revision> {
+        let generation = record.generation;
+        match self
             .kv
             .put(
                 &self.record_key(generation)?,
@@ -116,19 +140,36 @@ impl GenerationRegistry {
             )
             .await
         {
-            Ok(r) => r,
-            Err(CoordError::Conflict { .. }) => {
-                return Err(ReplicationError::Conflict {
-                    generation,
-                    detail: "the generation was already started".into(),
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
+            Ok(r) => Ok(r),
+            Err(CoordError::Conflict { .. }) => Err(ReplicationError::Conflict {
+                generation,
+                detail: "the generation was already started".into(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves the head to `generation` (registered, its manifest written): with `fence`, only
+    /// while it stands; without, only if the head is still at `seen` (read before the start).
+    pub async fn move_head(
+        &self,
+        generation: u64,
+        fence: Option<&Fence>,
+        seen: Option<(u64, Revision)>,
+    ) -> ReplicationResult<()> {
+        let head_key = self.head_key()?;
+        if let Some((current, _)) = seen
+            && current >= generation
+        {
+            return Err(ReplicationError::Conflict {
+                generation,
+                detail: format!("head is already at generation {current}"),
+            });
+        }
         let value = encode(&Head {
             current: generation,
         });
-        let expect = head.map_or(Expect::Absent, |e| Expect::Revision(e.revision));
+        let expect = seen.map_or(Expect::Absent, |(_, r)| Expect::Revision(r));
         let moved = match fence {
             Some(fence) => match self.kv.put_if_held(&head_key, value.clone(), fence).await {
                 // A store that cannot condition this write on the fence key (NATS KV: another
@@ -151,7 +192,7 @@ impl GenerationRegistry {
             None => self.kv.put(&head_key, value, expect, None).await,
         };
         match moved {
-            Ok(_) => Ok(revision),
+            Ok(_) => Ok(()),
             Err(CoordError::StaleToken { presented, .. }) => Err(ReplicationError::Fenced {
                 token: presented.get(),
             }),
@@ -245,6 +286,31 @@ impl GenerationRegistry {
                     ..
                 }) => continue,
                 Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The generation on the head's chain that comes right after `generation`: walking from
+    /// the head back through parents, the first whose parent is in `generation` or earlier (or
+    /// that starts from a snapshot). `None` while the head is `generation` or older. Records
+    /// never on the chain (starts that never became the head) are passed over.
+    pub async fn successor_of(
+        &self,
+        generation: u64,
+    ) -> ReplicationResult<Option<GenerationRecord>> {
+        let Some((mut record, _)) = self.current().await? else {
+            return Ok(None);
+        };
+        loop {
+            if record.generation <= generation {
+                return Ok(None);
+            }
+            match record.parent {
+                Some(p) if p.generation > generation => match self.record(p.generation).await? {
+                    Some((parent, _)) => record = parent,
+                    None => return Ok(Some(record)),
+                },
+                _ => return Ok(Some(record)),
             }
         }
     }

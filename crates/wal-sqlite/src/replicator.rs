@@ -319,18 +319,24 @@ impl Engine {
         metrics::gauge!(m::LAG_SECONDS).set(oldest.map_or(0.0, |t| t.elapsed().as_secs_f64()));
     }
 
-    /// Starts a new generation: registers it (fenced), then writes its manifest (and, for a
-    /// fresh start, its base snapshot).
+    /// Starts a new generation in three steps, each safe to lose: registers its record (a new
+    /// number past every record), writes its base snapshot (a fresh start) and its manifest,
+    /// and only then moves the head to it (fenced). A start lost before the head moved leaves a
+    /// record (and perhaps a manifest) no replica follows and the next start skips; one lost
+    /// after has everything a replica or a restore needs.
     async fn begin_generation(&mut self, from: StartFrom) -> ReplicationResult<()> {
         let registry = self.stores.registry.clone();
-        let fenced = || ReplicationError::Fenced {
-            token: self.term.token.get(),
-        };
+        let token = self.term.token.get();
+        let fenced = || ReplicationError::Fenced { token };
         if !self.term.valid_at(Instant::now()) {
             return Err(fenced());
         }
-        let current = registry.current().await?;
-        let generation = current.as_ref().map_or(1, |(r, _)| r.generation + 1);
+        let head = registry.head().await?;
+        let current = match head {
+            Some((g, _)) => registry.record(g).await?,
+            None => None,
+        };
+        let generation = registry.next_generation(head.map(|(g, _)| g)).await?;
         if let (StartFrom::Snapshot, Some((old, _))) = (from, &current)
             && old.sealed_through.is_none()
         {
@@ -379,11 +385,9 @@ impl Engine {
             sealed_through: None,
         };
         if !self.term.valid_at(Instant::now()) {
-            return Err(ReplicationError::Fenced {
-                token: self.term.token.get(),
-            });
+            return Err(fenced());
         }
-        registry.start(&record, self.term.fence.as_ref()).await?;
+        registry.register(&record).await?;
         self.generation = generation;
         self.next_index = 1;
         self.prev_checksum = 0;
@@ -424,6 +428,12 @@ impl Engine {
                 &store_layout::manifest(generation),
                 serde_json::to_vec(&manifest).unwrap_or_default(),
             )
+            .await?;
+        if !self.term.valid_at(Instant::now()) {
+            return Err(fenced());
+        }
+        registry
+            .move_head(generation, self.term.fence.as_ref(), head)
             .await?;
         metrics::gauge!(m::GENERATION).set(generation as f64);
         self.broken = None;

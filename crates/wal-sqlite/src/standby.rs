@@ -529,8 +529,8 @@ impl Follower {
                 index: applied.position.index + 1,
             });
         }
-        match registry.record(g + 1).await? {
-            Some((child, _))
+        match registry.successor_of(g).await? {
+            Some(child)
                 if child.parent
                     == Some(Position {
                         generation: g,
@@ -558,8 +558,8 @@ impl Follower {
             }
             Some(_) => {
                 tracing::info!(
-                    generation = g + 1,
-                    "next generation starts from a snapshot: rebuilding"
+                    generation = g,
+                    "the next generation does not continue from the seal: rebuilding"
                 );
                 self.applied = None;
                 Ok(Step::Applied)
