@@ -14,6 +14,23 @@ use crate::kv::{AppKv, FencedKv};
 use crate::owned_work::PartitionWork;
 use crate::sessions::SessionSlot;
 
+/// The term (or slot claim) an app holds on this node: what `is_leader` checks.
+#[derive(Debug, Clone)]
+pub(crate) struct TermAuthority {
+    /// The session lease the term was won under.
+    pub(crate) lease: cluster_core::coordination::LeaseId,
+    /// The term's cancellation.
+    pub(crate) cancel: CancellationToken,
+}
+
+impl TermAuthority {
+    /// Whether the term is still this node's: not ended, and won under the live session.
+    pub(crate) fn holds(&self, sessions: &SessionSlot) -> bool {
+        // The session first: reading its clock past the deadline fires the term's cancellation.
+        sessions.current().is_some_and(|s| s.lease() == &self.lease) && !self.cancel.is_cancelled()
+    }
+}
+
 pub(crate) struct AppShared {
     pub(crate) platform: PlatformName,
     pub(crate) app: AppName,
@@ -22,6 +39,18 @@ pub(crate) struct AppShared {
     pub(crate) kv: AppKv,
     pub(crate) audit: Audit,
     pub(crate) sessions: SessionSlot,
+    /// The term this node holds now, if any.
+    pub(crate) term: std::sync::Mutex<Option<TermAuthority>>,
+}
+
+impl AppShared {
+    pub(crate) fn set_term(&self, term: Option<TermAuthority>) {
+        *self.term.lock().unwrap_or_else(|e| e.into_inner()) = term;
+    }
+
+    pub(crate) fn term(&self) -> Option<TermAuthority> {
+        self.term.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// An app as its hooks see it.
@@ -119,6 +148,17 @@ pub struct ActiveContext {
 }
 
 impl ActiveContext {
+    /// Whether this node may still act in this role now: the session it was won under is alive
+    /// (its deadline read from the clock) and the role has not ended. Call it right before a
+    /// side effect the store cannot fence; `false` is final. In pool mode, which holds nothing
+    /// in the store, it is whether the node is still running the app.
+    pub fn still_valid(&self) -> bool {
+        if self.fence.is_none() {
+            return !self.cancel.is_cancelled();
+        }
+        self.app.shared.sessions.current().is_some() && !self.cancel.is_cancelled()
+    }
+
     /// The app's key space with writes fenced by this term (none in pool mode).
     pub fn fenced_kv(&self) -> Option<FencedKv> {
         self.fence.clone().map(|f| self.app.kv().fenced(f))
@@ -152,6 +192,13 @@ pub struct OwnContext {
 }
 
 impl OwnContext {
+    /// Whether this node may still act for the partition now: its session is alive (the
+    /// deadline read from the clock) and the ownership has not ended (handoff, loss, shutdown).
+    /// Call it right before a side effect the store cannot fence; `false` is final.
+    pub fn still_valid(&self) -> bool {
+        self.app.shared.sessions.current().is_some() && !self.cancel.is_cancelled()
+    }
+
     /// The app's key space with writes fenced by this claim.
     pub fn fenced_kv(&self) -> FencedKv {
         self.app.kv().fenced(self.fence.clone())

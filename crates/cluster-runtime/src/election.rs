@@ -6,9 +6,11 @@
 //! 1. wins the campaign under the node's session; its term has a fencing token;
 //! 2. runs `on_active` with the token and a cancellation token (an error or timeout steps it
 //!    down: resign, `on_passive`, a short backoff, campaign again);
-//! 3. stays leader until it steps down, shuts down, or its session is lost. The session is lost
-//!    at its renew deadline (send time of the last acknowledged renewal + TTL - margin), before
-//!    the store can expire the lease and let another node lead;
+//! 3. stays leader until it steps down, shuts down, its session is lost, or its election key is
+//!    gone or re-owned (a store that expired it early). The session is lost at its renew
+//!    deadline (send time of the last acknowledged renewal + TTL - margin), before the store can
+//!    expire the lease and let another node lead; the term's cancellation token is a child of
+//!    the session's, so it fires at that moment whatever the role loop is doing;
 //! 4. on leaving: the cancellation token fires first, then the role becomes passive, then it
 //!    resigns (handing leadership to the next candidate at once), then `on_passive` runs.
 
@@ -25,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppHooks;
 use crate::audit::AuditKind;
-use crate::context::{ActiveContext, AppContext, LeaderChange};
+use crate::context::{ActiveContext, AppContext, LeaderChange, TermAuthority};
 use crate::error::RuntimeError;
 use crate::hooks::run_optional;
 use crate::metric_names;
@@ -66,10 +68,15 @@ impl std::fmt::Debug for ElectionHandle {
 }
 
 impl ElectionHandle {
-    /// Whether this node is active now: active role and a session before its deadline.
+    /// Whether this node is active now: an active role whose term was won under the session
+    /// that is alive now (its deadline read from the clock) and has not ended.
     pub fn is_leader(&self) -> bool {
         matches!(*self.role.borrow(), Role::Active { .. })
-            && self.ctx.shared.sessions.current().is_some()
+            && self
+                .ctx
+                .shared
+                .term()
+                .is_some_and(|t| t.holds(&self.ctx.shared.sessions))
     }
 
     /// The fencing token of the current term, while leading.
@@ -330,7 +337,19 @@ async fn lead(
     sqlite: Option<&SqliteRole>,
 ) -> AfterTerm {
     let app = ctx.app().to_string();
-    let cancel = CancellationToken::new();
+    // Fires with the session, or when the term ends for any other reason.
+    let cancel = session.child_token();
+    let key_gone = CancellationToken::new();
+    let key_watch = tokio::spawn(watch_term_key(
+        ctx.clone(),
+        term.clone(),
+        key_gone.clone(),
+        cancel.clone(),
+    ));
+    ctx.shared.set_term(Some(TermAuthority {
+        lease: session.lease().clone(),
+        cancel: cancel.clone(),
+    }));
     role_tx.send_replace(Role::Active { token: term.token });
     metrics::gauge!(metric_names::ELECTION_EPOCH, "app" => app.clone())
         .set(term.token.get() as f64);
@@ -364,6 +383,7 @@ async fn lead(
     let started = tokio::select! {
         ok = start => ok,
         _ = session.lost() => false,
+        _ = key_gone.cancelled() => false,
     };
     let fenced_out = async {
         match sqlite {
@@ -372,7 +392,7 @@ async fn lead(
         }
     };
     let end = if !started {
-        if session.is_alive() {
+        if session.is_alive() && !key_gone.is_cancelled() {
             TermEnd::ActiveFailed
         } else {
             TermEnd::Lost
@@ -380,6 +400,7 @@ async fn lead(
     } else {
         tokio::select! {
             _ = session.lost() => TermEnd::Lost,
+            _ = key_gone.cancelled() => TermEnd::Lost,
             _ = fenced_out => TermEnd::Lost,
             _ = stop.cancelled() => TermEnd::Shutdown,
             request = step_down_rx.recv() => match request {
@@ -390,17 +411,24 @@ async fn lead(
     };
     // Leader-scoped work stops first, before anything else can happen.
     cancel.cancel();
+    key_watch.abort();
+    ctx.shared.set_term(None);
     role_tx.send_replace(Role::Passive);
     metrics::gauge!(metric_names::ELECTION_EPOCH, "app" => app.clone()).set(0.0);
     let token = Some(term.token.get());
     match &end {
         TermEnd::Lost => {
+            let why = if key_gone.is_cancelled() {
+                "election key gone"
+            } else {
+                "session lost"
+            };
             ctx.shared.audit.record(
                 AuditKind::LeaderLost,
                 Some(&app),
                 token,
                 None,
-                Some("session lost".into()),
+                Some(why.into()),
             );
         }
         TermEnd::StepDown(_) => {
@@ -451,5 +479,63 @@ async fn lead(
         TermEnd::Lost => AfterTerm::Campaign,
         TermEnd::ActiveFailed => AfterTerm::Backoff,
         TermEnd::Shutdown => AfterTerm::Stop,
+    }
+}
+
+/// Watches the term's own election key; when it is deleted or no longer carries the term (a
+/// store that expired it early, an operator's delete), the term ends at once: `gone` and the
+/// term's `cancel` fire. Transient watch errors reopen the watch; a store that cannot answer
+/// ends the term through the session instead.
+async fn watch_term_key(
+    ctx: AppContext,
+    term: Leadership,
+    gone: CancellationToken,
+    cancel: CancellationToken,
+) {
+    use cluster_core::coordination::{WatchEvent, WatchStart, WatchTarget};
+    let coord = ctx.coordinator().clone();
+    let fence = term.fence();
+    let still_ours = |revision: u64| {
+        let coord = coord.clone();
+        let fence = fence.clone();
+        async move {
+            // Renewals move the revision on some stores (NATS KV): the adapter decides.
+            revision == fence.token.get() || coord.fence_holds(&fence).await.unwrap_or(true)
+        }
+    };
+    loop {
+        let watch = coord
+            .watch(
+                WatchTarget::Key(term.candidate_key.clone()),
+                WatchStart::Now,
+            )
+            .await;
+        let Ok(mut watch) = watch else {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(300)) => continue,
+            }
+        };
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                e = watch.next() => e,
+            };
+            let ours = match event {
+                Some(Ok(WatchEvent::Snapshot { entries, .. })) => match entries.first() {
+                    Some(e) => still_ours(e.revision.0).await,
+                    None => false,
+                },
+                Some(Ok(WatchEvent::Put(e))) => still_ours(e.revision.0).await,
+                Some(Ok(WatchEvent::Delete { .. })) => false,
+                Some(Err(_)) | None => break,
+            };
+            if !ours {
+                tracing::warn!(app = %ctx.app(), token = %term.token, "the election key no longer carries this term; ending it");
+                gone.cancel();
+                cancel.cancel();
+                return;
+            }
+        }
     }
 }

@@ -9,14 +9,17 @@
 //! partition's claim (`put_if_held`): after ownership moves, a write or completion sent with the
 //! old token is refused by the store.
 //!
-//! - A graceful move closes intake, waits for in-flight items to finish (up to the drain
-//!   timeout), and leaves queued items in the store for the new owner: nothing lost, nothing
-//!   run twice.
+//! - A graceful move closes intake (no enqueue and no start from then on), waits for the items
+//!   this handle started to finish (up to the drain timeout), and leaves queued items in the
+//!   store for the new owner: nothing lost, nothing run twice.
+//! - A completed item stays as a `done` record, so enqueueing its id again is a no-op: "run once
+//!   per id" holds until the app removes finished records with [`PartitionWork::purge_done`].
 //! - After a crash, the new owner's [`PartitionWork::unfinished`] lists the items the old owner
 //!   queued or started; it re-runs each once under its own, larger token.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cluster_core::coordination::{CoordError, Coordinator, Expect, Fence, Key, KeyPrefix};
@@ -62,6 +65,14 @@ pub enum WorkError {
     /// The store refused the write: this node no longer owns the partition (or it failed).
     #[error(transparent)]
     Store(#[from] CoordError),
+    /// The item has completed already; it is not started again.
+    #[error("work item {id} in partition {partition} is done already")]
+    AlreadyDone {
+        /// The partition.
+        partition: PartitionId,
+        /// The id.
+        id: String,
+    },
     /// No such item.
     #[error("no work item {id} in partition {partition}")]
     Unknown {
@@ -81,9 +92,19 @@ pub enum WorkError {
 }
 
 struct Local {
-    in_flight: AtomicUsize,
+    /// The ids this handle started and has not completed or requeued.
+    started: std::sync::Mutex<BTreeSet<String>>,
     intake_open: AtomicBool,
     idle: Notify,
+    /// Serialises each read-then-write of one item, so two concurrent enqueues of an id write
+    /// it once (the store's fence keeps other nodes out; this keeps this node's tasks apart).
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl Local {
+    fn started(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.started.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The durable work of one owned partition.
@@ -101,7 +122,7 @@ impl std::fmt::Debug for PartitionWork {
         f.debug_struct("PartitionWork")
             .field("partition", &self.partition)
             .field("token", &self.fence.token)
-            .field("in_flight", &self.local.in_flight.load(Ordering::Relaxed))
+            .field("in_flight", &self.in_flight())
             .finish()
     }
 }
@@ -119,9 +140,10 @@ impl PartitionWork {
             partition,
             fence,
             local: Arc::new(Local {
-                in_flight: AtomicUsize::new(0),
+                started: std::sync::Mutex::new(BTreeSet::new()),
                 intake_open: AtomicBool::new(true),
                 idle: Notify::new(),
+                writes: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -169,11 +191,19 @@ impl PartitionWork {
         Ok(())
     }
 
-    /// Queues an item; a second enqueue of the same id is a no-op (dedup on partition + id).
-    pub async fn enqueue(&self, id: &str, payload: impl Into<String>) -> Result<(), WorkError> {
-        if !self.local.intake_open.load(Ordering::SeqCst) {
-            return Err(WorkError::IntakeClosed(self.partition));
+    fn intake(&self) -> Result<(), WorkError> {
+        if self.local.intake_open.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(WorkError::IntakeClosed(self.partition))
         }
+    }
+
+    /// Queues an item; enqueueing an id the partition already has (queued, in flight or done)
+    /// is a no-op (dedup on partition + id).
+    pub async fn enqueue(&self, id: &str, payload: impl Into<String>) -> Result<(), WorkError> {
+        self.intake()?;
+        let _serial = self.local.writes.lock().await;
         if self.read(id).await?.is_some() {
             return Ok(());
         }
@@ -187,28 +217,40 @@ impl PartitionWork {
         .await
     }
 
-    /// Marks an item in flight under this owner's token and returns it.
+    /// Marks an item in flight under this owner's token and returns it. Refused with
+    /// `IntakeClosed` once a handoff has begun: queued items are left for the next owner.
     pub async fn start(&self, id: &str) -> Result<WorkItem, WorkError> {
+        self.intake()?;
+        let _serial = self.local.writes.lock().await;
         let (mut item, _) = self.read(id).await?.ok_or_else(|| WorkError::Unknown {
             partition: self.partition,
             id: id.to_owned(),
         })?;
+        if item.state == WorkState::Done {
+            return Err(WorkError::AlreadyDone {
+                partition: self.partition,
+                id: id.to_owned(),
+            });
+        }
+        // Checked again now that the read is done: a drain that began meanwhile wins.
+        self.intake()?;
         item.state = WorkState::InFlight;
         item.token = self.fence.token.get();
         item.attempts += 1;
-        self.local.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.local.started().insert(id.to_owned());
         if let Err(e) = self.write(&item).await {
-            self.finished_one();
+            self.finished_one(id);
             return Err(e);
         }
         Ok(item)
     }
 
-    /// Completes an item. Refused by the store (`StaleToken`) if this node no longer owns the
-    /// partition, so a late completion from a former owner never lands, even if the new owner
-    /// has finished and removed the item meanwhile.
+    /// Completes an item: it stays as a `done` record (so its id is not queued again). Refused
+    /// by the store (`StaleToken`) if this node no longer owns the partition, so a late
+    /// completion from a former owner never lands.
     pub async fn complete(&self, id: &str) -> Result<(), WorkError> {
         let result = async {
+            let _serial = self.local.writes.lock().await;
             let existing = self.read(id).await?;
             let mut item = existing.clone().map(|(item, _)| item).unwrap_or(WorkItem {
                 id: id.to_owned(),
@@ -219,15 +261,8 @@ impl PartitionWork {
             });
             item.state = WorkState::Done;
             item.token = self.fence.token.get();
-            // The fenced write comes first: it is what refuses a former owner.
+            // The fenced write is what refuses a former owner.
             self.write(&item).await?;
-            // The record is terminal now; deleting it only needs it not to have moved since.
-            if let Some((_, revision)) = self.read(id).await? {
-                let _ = self
-                    .coord
-                    .delete(&self.key(id)?, Expect::Revision(revision))
-                    .await;
-            }
             match existing {
                 Some(_) => Ok(()),
                 None => Err(WorkError::Unknown {
@@ -237,13 +272,14 @@ impl PartitionWork {
             }
         }
         .await;
-        self.finished_one();
+        self.finished_one(id);
         result
     }
 
     /// Puts a started item back in the queue (the work failed and may be retried).
     pub async fn requeue(&self, id: &str) -> Result<(), WorkError> {
         let result = async {
+            let _serial = self.local.writes.lock().await;
             let (mut item, _) = self.read(id).await?.ok_or_else(|| WorkError::Unknown {
                 partition: self.partition,
                 id: id.to_owned(),
@@ -253,19 +289,38 @@ impl PartitionWork {
             self.write(&item).await
         }
         .await;
-        self.finished_one();
+        self.finished_one(id);
         result
     }
 
-    fn finished_one(&self) {
-        let before = self
-            .local
-            .in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                Some(n.saturating_sub(1))
-            })
-            .unwrap_or(0);
-        if before <= 1 {
+    /// Deletes the `done` records of the partition (after which their ids may be queued again);
+    /// returns how many. Deletes are conditional on the record not having moved.
+    pub async fn purge_done(&self) -> Result<usize, WorkError> {
+        let _serial = self.local.writes.lock().await;
+        let prefix = KeyPrefix::new(self.ns.clone(), format!("work/p{}/", self.partition.0))?;
+        let mut purged = 0;
+        for entry in self.coord.list(&prefix).await? {
+            let done = serde_json::from_slice::<WorkItem>(&entry.value)
+                .is_ok_and(|item| item.state == WorkState::Done);
+            if done
+                && self
+                    .coord
+                    .delete(&entry.key, Expect::Revision(entry.revision))
+                    .await?
+            {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// An item this handle started has finished (completed or requeued); others do not count.
+    fn finished_one(&self, id: &str) {
+        let now_idle = {
+            let mut started = self.local.started();
+            started.remove(id) && started.is_empty()
+        };
+        if now_idle {
             self.local.idle.notify_waiters();
         }
     }
@@ -288,15 +343,20 @@ impl PartitionWork {
         Ok(items)
     }
 
-    /// How many items this node has in flight.
+    /// How many items this handle started and has not finished.
     pub fn in_flight(&self) -> usize {
-        self.local.in_flight.load(Ordering::SeqCst)
+        self.local.started().len()
+    }
+
+    /// Stops taking new work: enqueue and start are refused from now on.
+    pub(crate) fn close_intake(&self) {
+        self.local.intake_open.store(false, Ordering::SeqCst);
     }
 
     /// Stops taking new work and waits (at most `limit`) for in-flight items to finish; returns
     /// whether they all did.
     pub(crate) async fn drain(&self, limit: Duration) -> bool {
-        self.local.intake_open.store(false, Ordering::SeqCst);
+        self.close_intake();
         let wait = async {
             loop {
                 let idle = self.local.idle.notified();

@@ -468,6 +468,7 @@ impl Platform {
                 kv: AppKv::new(self.inner.coord.clone(), kv_ns),
                 audit,
                 sessions: self.inner.sessions.clone(),
+                term: Mutex::new(None),
             }),
         };
         let (role_tx, role_rx) = watch::channel(Role::Starting);
@@ -575,13 +576,11 @@ impl Platform {
             stop.clone(),
         ));
         let app_stop = CancellationToken::new();
-        let mut drivers = Vec::new();
+        let mut drivers = tokio::task::JoinSet::new();
         let apps: Vec<Arc<RegisteredApp>> =
             inner.apps.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for app in &apps {
-            drivers.push(tokio::spawn(
-                self.clone().drive_app(app.clone(), app_stop.clone()),
-            ));
+            drivers.spawn(self.clone().drive_app(app.clone(), app_stop.clone()));
         }
 
         shutdown.await;
@@ -590,19 +589,27 @@ impl Platform {
         let graceful = async {
             self.leave_rings(&apps).await;
             app_stop.cancel();
-            for d in drivers {
-                let _ = d.await;
-            }
+            while drivers.join_next().await.is_some() {}
         };
         if tokio::time::timeout(inner.timing.shutdown_timeout, graceful)
             .await
             .is_err()
         {
-            tracing::warn!("graceful shutdown ran out of time");
+            // Out of time: everything the session authorised is cancelled at once (its child
+            // tokens fire) before the lease is revoked below and others may take over; then
+            // the drivers are stopped where they are.
+            tracing::warn!(
+                "graceful shutdown ran out of time; cancelling everything before revoking the lease"
+            );
+            stop.cancel();
+            if let Some(session) = inner.sessions.latest() {
+                session.abandon();
+            }
+            drivers.shutdown().await;
         }
         stop.cancel();
         let _ = lifecycle.await;
-        if let Some(session) = inner.sessions.current() {
+        if let Some(session) = inner.sessions.latest() {
             let _ = inner
                 .coord
                 .deregister(&self.members_ns(), &inner.node, session.lease())

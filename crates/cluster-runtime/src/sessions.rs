@@ -32,6 +32,11 @@ impl SessionSlot {
         self.tx.borrow().clone().filter(Session::is_alive)
     }
 
+    /// The last session published, alive or not (to revoke it on shutdown).
+    pub(crate) fn latest(&self) -> Option<Session> {
+        self.tx.borrow().clone()
+    }
+
     /// Waits for a live session.
     pub(crate) async fn alive(&self) -> Session {
         let mut rx = self.tx.subscribe();

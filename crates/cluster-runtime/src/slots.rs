@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppHooks;
-use crate::context::{ActiveContext, AppContext};
+use crate::context::{ActiveContext, AppContext, TermAuthority};
 use crate::election::Role;
 use crate::hooks::run_optional;
 
@@ -124,7 +124,11 @@ async fn wait_for_delete(ctx: &AppContext, prefix: KeyPrefix, give_up: &Session)
     }
 }
 
-/// Resolves when the claim's key no longer holds this claim (deleted or taken over).
+/// Resolves when the claim's key no longer holds this claim (deleted or taken over). The claim
+/// is read back through the adapter ([`claim_from_entry`]): on stores whose renewals rewrite the
+/// key (NATS KV) the revision moves while the claim's token stays.
+///
+/// [`claim_from_entry`]: cluster_core::coordination::ClaimStore::claim_from_entry
 async fn claim_gone(ctx: &AppContext, claim: &OwnershipClaim) {
     let Ok(mut watch) = ctx
         .coordinator()
@@ -133,13 +137,17 @@ async fn claim_gone(ctx: &AppContext, claim: &OwnershipClaim) {
     else {
         return std::future::pending().await;
     };
+    let coord = ctx.coordinator();
+    let ours = |e: &cluster_core::coordination::KvEntry| {
+        coord
+            .claim_from_entry(e)
+            .is_some_and(|c| c.token == claim.token && c.owner == claim.owner)
+    };
     while let Some(event) = watch.next().await {
         let gone = match event {
-            Ok(WatchEvent::Snapshot { entries, .. }) => {
-                !entries.iter().any(|e| e.revision.0 == claim.token.get())
-            }
+            Ok(WatchEvent::Snapshot { entries, .. }) => !entries.iter().any(ours),
             Ok(WatchEvent::Delete { .. }) => true,
-            Ok(WatchEvent::Put(e)) => e.revision.0 != claim.token.get(),
+            Ok(WatchEvent::Put(e)) => !ours(&e),
             Err(_) => false,
         };
         if gone {
@@ -191,7 +199,12 @@ pub(crate) async fn drive_replicas(
                 }
             }
         };
-        let cancel = CancellationToken::new();
+        // Fires with the session, or when the slot's claim ends for any other reason.
+        let cancel = session.child_token();
+        ctx.shared.set_term(Some(TermAuthority {
+            lease: session.lease().clone(),
+            cancel: cancel.clone(),
+        }));
         role_tx.send_replace(Role::Active { token: claim.token });
         let active = ActiveContext {
             app: ctx.clone(),
@@ -213,6 +226,7 @@ pub(crate) async fn drive_replicas(
             stop.is_cancelled()
         };
         cancel.cancel();
+        ctx.shared.set_term(None);
         role_tx.send_replace(Role::Passive);
         if session.is_alive() {
             let _ = ctx.coordinator().release(&claim).await;

@@ -13,6 +13,11 @@
 //! than we sent the request, so the lost signal fires before the store can expire the lease and
 //! let another node take what it guarded. Lost is final: the keeper stops, sends a best-effort
 //! revoke, and the caller must open a new session (and re-register, re-claim) with a new lease.
+//!
+//! Lost is also one event for everything the lease authorised: [`Session::child_token`] gives
+//! cancellation tokens that all fire together the moment the session is lost, whoever notices
+//! first (the keeper at `safe_until`, or any [`Session::is_alive`] call that reads the clock past
+//! it), so a term's or a partition's work never depends on another task to be told.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +59,36 @@ struct Shared {
     ttl: Duration,
     timing: LeaseTiming,
     state: watch::Sender<SessionState>,
+    /// Stops the keeper.
     cancel: CancellationToken,
+    /// Fires once the session is lost; every [`Session::child_token`] is a child of it.
+    lost: CancellationToken,
+}
+
+impl Shared {
+    /// Declares the session lost (if it was not already): final. The state changes first, so a
+    /// task woken by the lost token sees `Lost`.
+    fn declare_lost(&self, reason: LostReason) {
+        self.state.send_if_modified(|state| match state {
+            SessionState::Alive { .. } => {
+                *state = SessionState::Lost(reason);
+                true
+            }
+            SessionState::Lost(_) => false,
+        });
+        self.lost.cancel();
+    }
+
+    /// Whether the session may act at `now`; declares it lost once `now` is past the deadline.
+    fn alive_at(&self, now: MonoTime) -> bool {
+        match *self.state.borrow() {
+            SessionState::Alive { safe_until } if now < safe_until => return true,
+            SessionState::Alive { .. } => {}
+            SessionState::Lost(_) => return false,
+        }
+        self.declare_lost(LostReason::Expired);
+        false
+    }
 }
 
 /// A lease with a background keep-alive and a lost signal. Cloning shares the session.
@@ -117,6 +151,7 @@ impl Session {
             timing,
             state,
             cancel: CancellationToken::new(),
+            lost: CancellationToken::new(),
         });
         tokio::spawn(keep_alive(store, lease, shared.clone()));
         tracing::debug!(lease = %grant.id, ttl = ?grant.ttl, "session opened");
@@ -145,11 +180,17 @@ impl Session {
 
     /// Whether the holder may act now: alive and before the deadline (checked against the clock
     /// too, so a starved keeper task cannot make a stale session look alive).
+    ///
+    /// Once it answers `false` it never answers `true` again: a read past the deadline declares
+    /// the session lost, even if a renewal is on its way back.
     pub fn is_alive(&self) -> bool {
-        match self.state() {
-            SessionState::Alive { safe_until } => mono_now() < safe_until,
-            SessionState::Lost(_) => false,
-        }
+        self.shared.alive_at(mono_now())
+    }
+
+    /// A cancellation token that fires when the session is lost (or when it is cancelled
+    /// itself): the one signal that ends everything this lease authorised, all at once.
+    pub fn child_token(&self) -> CancellationToken {
+        self.shared.lost.child_token()
     }
 
     /// The last moment the holder may act, while alive.
@@ -182,9 +223,7 @@ impl Session {
     /// to it at once.
     pub async fn close(&self, store: &dyn LeaseStore) -> CoordResult<()> {
         self.shared.cancel.cancel();
-        self.shared
-            .state
-            .send_replace(SessionState::Lost(LostReason::Closed));
+        self.shared.declare_lost(LostReason::Closed);
         store.revoke_lease(&self.shared.lease).await
     }
 
@@ -192,9 +231,7 @@ impl Session {
     /// the lease after its TTL. For tests and for handing a lease off on shutdown.
     pub fn abandon(&self) {
         self.shared.cancel.cancel();
-        self.shared
-            .state
-            .send_replace(SessionState::Lost(LostReason::Closed));
+        self.shared.declare_lost(LostReason::Closed);
     }
 }
 
@@ -208,24 +245,44 @@ async fn keep_alive(store: Arc<dyn LeaseStore>, mut lease: Lease, shared: Arc<Sh
     let mut next_try = lease.renew_at();
     let reason = loop {
         let safe_until = lease.safe_until();
+        // Biased: once the deadline has passed, it wins over a renewal that is ready too.
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep_until(to_instant(safe_until)) => break LostReason::Expired,
+            _ = shared.lost.cancelled() => break LostReason::Expired,
             _ = tokio::time::sleep_until(to_instant(next_try)) => {}
         }
         let sent_at = mono_now();
         let outcome = tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep_until(to_instant(safe_until)) => break LostReason::Expired,
+            _ = shared.lost.cancelled() => break LostReason::Expired,
             outcome = store.renew_lease(&shared.lease) => outcome,
         };
         let now = mono_now();
+        if now >= safe_until {
+            // Answered too late: the holder may already have been told the session is lost,
+            // and lost is final.
+            break LostReason::Expired;
+        }
         match outcome {
             Ok(ttl) => match lease.renewed(LeaseGrant { sent_at, ttl }, now) {
                 Ok(LeaseState::Valid) => {
-                    shared.state.send_replace(SessionState::Alive {
-                        safe_until: lease.safe_until(),
+                    let extended = lease.safe_until();
+                    let still_alive = shared.state.send_if_modified(|state| match state {
+                        SessionState::Alive { .. } => {
+                            *state = SessionState::Alive {
+                                safe_until: extended,
+                            };
+                            true
+                        }
+                        SessionState::Lost(_) => false,
                     });
+                    if !still_alive {
+                        break LostReason::Expired;
+                    }
                     next_try = lease.renew_at();
                 }
                 Ok(_) | Err(_) => break LostReason::Expired,
@@ -238,9 +295,13 @@ async fn keep_alive(store: Arc<dyn LeaseStore>, mut lease: Lease, shared: Arc<Sh
         }
     };
     lease.mark_lost();
-    shared.state.send_replace(SessionState::Lost(reason));
+    shared.declare_lost(reason);
     tracing::warn!(lease = %shared.lease, ?reason, "session lost");
     // Best effort: the lease may be alive at the store still (our deadline is conservative);
     // revoking lets others take over sooner. Bounded so a dead store cannot hold the task.
     let _ = tokio::time::timeout(Duration::from_secs(2), store.revoke_lease(&shared.lease)).await;
 }
+
+#[cfg(test)]
+#[path = "session_test.rs"]
+mod tests;

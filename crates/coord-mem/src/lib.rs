@@ -136,6 +136,22 @@ impl MemCoordinator {
         Ok(())
     }
 
+    /// Fails a write whose request the link loses before it reaches the store.
+    fn send(&self, op: Operation, key: &Key) -> CoordResult<()> {
+        if self.link.request_lost(&key.path()) {
+            return Err(CoordError::unavailable(op, RequestLost));
+        }
+        Ok(())
+    }
+
+    /// Answers a write that was applied: its reply is lost when the link says so.
+    fn reply<T>(&self, op: Operation, key: Option<&Key>, result: CoordResult<T>) -> CoordResult<T> {
+        if self.link.reply_lost(key.map(Key::path).as_deref()) {
+            return Err(CoordError::unavailable(op, ReplyLost));
+        }
+        result
+    }
+
     fn start_reaper(&self) {
         let store = Arc::downgrade(&self.store);
         self.reaper.call_once(|| {
@@ -143,6 +159,16 @@ impl MemCoordinator {
         });
     }
 }
+
+/// A write was lost on the simulated link before it reached the store.
+#[derive(Debug, thiserror::Error)]
+#[error("the request was lost before it reached the store")]
+struct RequestLost;
+
+/// The reply of an applied write was lost on the simulated link.
+#[derive(Debug, thiserror::Error)]
+#[error("the reply was lost after the store applied the call")]
+struct ReplyLost;
 
 /// The simulated store is down.
 #[derive(Debug, thiserror::Error)]
@@ -161,20 +187,20 @@ impl LeaseStore for MemCoordinator {
         self.start_reaper();
         let id = self.store.lock().grant(ttl);
         self.store.lease_changed.notify_one();
-        Ok(LeaseGrant { id, ttl })
+        self.reply(Operation::GrantLease, None, Ok(LeaseGrant { id, ttl }))
     }
 
     async fn renew_lease(&self, lease: &LeaseId) -> CoordResult<Duration> {
         self.gate(Operation::RenewLease).await?;
         let ttl = self.store.lock().renew(lease)?;
         self.store.lease_changed.notify_one();
-        Ok(ttl)
+        self.reply(Operation::RenewLease, None, Ok(ttl))
     }
 
     async fn revoke_lease(&self, lease: &LeaseId) -> CoordResult<()> {
         self.gate(Operation::RevokeLease).await?;
         self.store.lock().revoke(lease);
-        Ok(())
+        self.reply(Operation::RevokeLease, None, Ok(()))
     }
 }
 
@@ -198,28 +224,36 @@ impl KvStore for MemCoordinator {
         lease: Option<&LeaseId>,
     ) -> CoordResult<Revision> {
         self.gate(Operation::Write).await?;
-        self.store.lock().put(key, value, expect, lease)
+        self.send(Operation::Write, key)?;
+        let result = self.store.lock().put(key, value, expect, lease);
+        self.reply(Operation::Write, Some(key), result)
     }
 
     async fn delete(&self, key: &Key, expect: Expect) -> CoordResult<bool> {
         self.gate(Operation::Write).await?;
-        self.store.lock().delete(key, expect)
+        self.send(Operation::Write, key)?;
+        let result = self.store.lock().delete(key, expect);
+        self.reply(Operation::Write, Some(key), result)
     }
 
     async fn put_if_held(&self, key: &Key, value: Vec<u8>, fence: &Fence) -> CoordResult<Revision> {
         self.gate(Operation::Write).await?;
-        let mut state = self.store.lock();
-        let current = state
-            .get(&fence.key)
-            .map(|e| FencingToken::from(e.revision));
-        if current != Some(fence.token) {
-            return Err(CoordError::StaleToken {
-                resource: fence.key.path(),
-                presented: fence.token,
-                current,
-            });
-        }
-        state.put(key, value, Expect::Any, None)
+        self.send(Operation::Write, key)?;
+        let result = {
+            let mut state = self.store.lock();
+            let current = state
+                .get(&fence.key)
+                .map(|e| FencingToken::from(e.revision));
+            if current != Some(fence.token) {
+                return Err(CoordError::StaleToken {
+                    resource: fence.key.path(),
+                    presented: fence.token,
+                    current,
+                });
+            }
+            state.put(key, value, Expect::Any, None)
+        };
+        self.reply(Operation::Write, Some(key), result)
     }
 }
 

@@ -57,6 +57,7 @@ mod ownership_table;
 mod partition_move;
 mod plan;
 mod planner;
+mod ring_reconciler;
 mod targets;
 
 pub use member::Member;
@@ -71,3 +72,8 @@ pub use plan::RebalancePlan;
 pub use planner::PlanConstraints;
 pub use planner::PlanError;
 pub use planner::RebalancePlanner;
+pub use ring_reconciler::HeldPartition;
+pub use ring_reconciler::RingCommand;
+pub use ring_reconciler::RingObservation;
+pub use ring_reconciler::SeenClaim;
+pub use ring_reconciler::reconcile;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cluster_core::coordination::Coordinator;
 use cluster_core::time::MonoTime;
-use cluster_runtime::{App, AppHandle, Platform, RuntimeError};
+use cluster_runtime::{App, AppHandle, Platform, PlatformBuilder, RuntimeError};
 use coord_mem::MemCoordinator;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -48,6 +48,12 @@ impl Log {
             .filter(|e| e.node == node)
             .map(|e| e.event)
             .collect()
+    }
+
+    pub(crate) fn position_of(&self, node: &str, event: &str) -> Option<usize> {
+        self.entries()
+            .iter()
+            .position(|e| e.node == node && e.event == event)
     }
 
     pub(crate) fn position(&self, node: &str, event: &str, token: u64) -> Option<usize> {
@@ -107,18 +113,35 @@ impl Node {
 
 /// Starts node `name` on `store` (its own link) with `app`.
 pub(crate) async fn start_node(store: &MemCoordinator, name: &str, app: App) -> Node {
-    let coord = store
-        .connect()
-        .with_call_timeout(Duration::from_millis(300));
-    let platform = Platform::builder("test", name)
+    start_node_with(store, name, app, |b| b).await
+}
+
+/// Starts node `name` with `app`, its platform settings adjusted by `configure`.
+pub(crate) async fn start_node_with(
+    store: &MemCoordinator,
+    name: &str,
+    app: App,
+    configure: impl FnOnce(PlatformBuilder) -> PlatformBuilder,
+) -> Node {
+    start_node_on(store.connect(), name, app, configure).await
+}
+
+/// Starts node `name` on the handle `coord` (whose link the test may have armed already).
+pub(crate) async fn start_node_on(
+    coord: MemCoordinator,
+    name: &str,
+    app: App,
+    configure: impl FnOnce(PlatformBuilder) -> PlatformBuilder,
+) -> Node {
+    let coord = coord.with_call_timeout(Duration::from_millis(300));
+    let builder = Platform::builder("test", name)
         .coordinator(Arc::new(coord.clone()) as Arc<dyn Coordinator>)
         .lease_ttl(TTL)
         .lease_margin(MARGIN)
         .hook_timeout(Duration::from_secs(2))
         .shutdown_timeout(Duration::from_secs(10))
-        .drain_timeout(Duration::from_secs(2))
-        .build()
-        .expect("platform config");
+        .drain_timeout(Duration::from_secs(2));
+    let platform = configure(builder).build().expect("platform config");
     let app = platform.register(app).expect("register");
     Node {
         name: name.to_owned(),
