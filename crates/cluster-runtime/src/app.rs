@@ -186,7 +186,20 @@ impl AppBuilder {
             replica_path: replica_path.into(),
             snapshot_interval,
             retention,
+            accept_data_loss: false,
         });
+        self
+    }
+
+    /// Lets a promotion go ahead when a WAL segment between the standby's replica and the head
+    /// of its generation is missing, sealing the generation where the replica stands and losing
+    /// every later commit, acknowledged ones included. Off by default: such a promotion is
+    /// refused (`promotion_refused` in the audit) and the node stays a standby. Set only after
+    /// a disaster, knowingly; ignored without [`with_sqlite`](Self::with_sqlite).
+    pub fn accept_data_loss_on_promotion(mut self, accept: bool) -> Self {
+        if let Some(spec) = &mut self.sqlite {
+            spec.accept_data_loss = accept;
+        }
         self
     }
 

@@ -45,6 +45,12 @@ pub enum AuditKind {
     DatabaseVerified,
     /// The replica is the primary now, in a new generation.
     PromotionCompleted,
+    /// A promotion was refused: a segment between the replica and the head of its generation
+    /// is missing, and promoting would lose acknowledged commits.
+    PromotionRefused,
+    /// A stepping-down primary could not ship the end of its WAL before its term ended; the
+    /// local database is kept aside, not deleted.
+    WalTailLost,
 }
 
 impl AuditKind {
@@ -65,6 +71,8 @@ impl AuditKind {
             AuditKind::WalCatchupCompleted => "wal_catchup_completed",
             AuditKind::DatabaseVerified => "database_verified",
             AuditKind::PromotionCompleted => "promotion_completed",
+            AuditKind::PromotionRefused => "promotion_refused",
+            AuditKind::WalTailLost => "wal_tail_lost",
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct SqliteSpec {
     pub snapshot_interval: Option<Duration>,
     /// Which snapshots to keep.
     pub retention: Retention,
+    /// Promote even when a segment is missing below the head (losing commits); off by default.
+    pub accept_data_loss: bool,
 }
 
 /// The replication side of one app on one node.
@@ -51,6 +53,10 @@ pub(crate) struct SqliteRole {
     stores: ReplicationStores,
     standby: tokio::sync::Mutex<Option<Standby>>,
     replicator: Mutex<Option<Replicator>>,
+    /// The token of the term the running replicator serves.
+    term_token: Mutex<Option<u64>>,
+    audit: crate::audit::Audit,
+    app: String,
 }
 
 impl SqliteRole {
@@ -75,6 +81,9 @@ impl SqliteRole {
             },
             standby: tokio::sync::Mutex::new(None),
             replicator: Mutex::new(None),
+            term_token: Mutex::new(None),
+            audit: ctx.shared.audit.clone(),
+            app: ctx.app().to_string(),
         })
     }
 
@@ -118,23 +127,75 @@ impl SqliteRole {
         )
     }
 
-    /// Stops the replicator of this node's term, if one runs, after a last attempt to ship what
-    /// is committed, and discards the local primary copy: whatever it holds beyond what was
-    /// shipped belongs to a term that ended. Called before a graceful resign, so the successor
-    /// promotes with every commit of the term.
+    /// Stops the replicator of this node's term, if one runs, shipping what is committed (it
+    /// retries until shipped or the term ends), and discards the local primary copy: whatever
+    /// it holds beyond what was shipped belongs to a term that ended. Called before a graceful
+    /// resign, so the successor promotes with every commit of the term.
+    ///
+    /// A tail that could not be shipped is not hidden: the loss is audited (`wal_tail_lost`)
+    /// and the database is kept aside at `{path}.unshipped-{token}` for an operator.
     pub(crate) async fn stop_primary(&self) -> Result<(), BoxError> {
         let replicator = self
             .replicator
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        let token = self
+            .term_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(r) = replicator {
-            if let Err(e) = r.stop().await {
-                tracing::warn!(error = %e, "the replicator ended with an error");
+            match r.stop().await {
+                Ok(()) => wal_sqlite::discard_database(&self.spec.path)?,
+                Err(wal_sqlite::ReplicationError::TailNotShipped {
+                    shipped,
+                    segments,
+                    transactions,
+                    reason,
+                }) => {
+                    let aside = self.keep_aside(token)?;
+                    let detail = format!(
+                        "{segments} segment(s), {transactions} transaction(s) after {} not shipped ({reason}); database kept at {}",
+                        shipped.map_or_else(|| "the start".to_owned(), |p| p.to_string()),
+                        aside.display()
+                    );
+                    tracing::error!(app = %self.app, %detail, "the end of the term's WAL was not shipped");
+                    self.audit.record(
+                        AuditKind::WalTailLost,
+                        Some(&self.app),
+                        token,
+                        None,
+                        Some(detail),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the replicator ended with an error");
+                    wal_sqlite::discard_database(&self.spec.path)?;
+                }
             }
-            wal_sqlite::discard_database(&self.spec.path)?;
         }
         Ok(())
+    }
+
+    /// Moves the primary database (and its WAL and shared-memory files) aside.
+    fn keep_aside(&self, token: Option<u64>) -> Result<PathBuf, BoxError> {
+        let suffix = format!(".unshipped-{}", token.unwrap_or(0));
+        let mut aside = self.spec.path.clone().into_os_string();
+        aside.push(&suffix);
+        let aside = PathBuf::from(aside);
+        for extra in ["", "-wal", "-shm"] {
+            let mut from = self.spec.path.clone().into_os_string();
+            from.push(extra);
+            let mut to = aside.clone().into_os_string();
+            to.push(extra);
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(aside)
     }
 
     /// Becomes (or stays) a standby following into the replica.
@@ -204,16 +265,39 @@ impl SqliteRole {
             ..ReplicationConfig::default()
         };
         let term = ReplicationTerm::from_session(active.token, fence, session);
-        let replicator = standby
-            .promote(
+        let options = wal_sqlite::PromotionOptions {
+            accept_data_loss: self.spec.accept_data_loss,
+        };
+        let promoted = standby
+            .promote_with(
                 &self.spec.path,
                 active.app.node().as_str(),
                 config,
                 term,
                 Some(observer),
+                options,
             )
-            .await?;
+            .await;
+        let replicator = match promoted {
+            Ok(r) => r,
+            Err(e @ wal_sqlite::ReplicationError::MissingSegment { .. }) => {
+                let detail = format!(
+                    "{e}: promoting would lose acknowledged commits; the node stays a standby (accept_data_loss_on_promotion overrides)"
+                );
+                tracing::error!(app = %self.app, %detail, "promotion refused");
+                self.audit.record(
+                    AuditKind::PromotionRefused,
+                    Some(&self.app),
+                    Some(active.token.get()),
+                    None,
+                    Some(detail),
+                );
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         *self.replicator.lock().unwrap_or_else(|p| p.into_inner()) = Some(replicator);
+        *self.term_token.lock().unwrap_or_else(|p| p.into_inner()) = Some(active.token.get());
         Ok(())
     }
 
