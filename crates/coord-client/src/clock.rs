@@ -23,6 +23,43 @@ pub fn to_instant(t: MonoTime) -> Instant {
     origin() + t.as_duration()
 }
 
+/// A clock that keeps counting while the machine is suspended (Linux `CLOCK_BOOTTIME`), as
+/// [`MonoTime`] from the process's first reading.
+///
+/// `CLOCK_MONOTONIC` (tokio's and std's `Instant`) stops during a system suspend: a host or VM
+/// resumed after longer than a lease's TTL would otherwise believe its session valid. Sessions
+/// check their deadline on this clock too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BootClock;
+
+impl BootClock {
+    fn read() -> std::time::Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own; BOOTTIME exists on Linux.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        if rc != 0 {
+            // Not expected on Linux; fall back to the monotonic clock rather than fail.
+            return Instant::now().saturating_duration_since(origin());
+        }
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+}
+
+impl Clock for BootClock {
+    fn now(&self) -> MonoTime {
+        static BOOT_ORIGIN: OnceLock<std::time::Duration> = OnceLock::new();
+        let origin = *BOOT_ORIGIN.get_or_init(BootClock::read);
+        MonoTime::from_duration(BootClock::read().saturating_sub(origin))
+    }
+
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
 /// The `Clock` port over tokio's monotonic clock and the system wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioClock;

@@ -16,6 +16,6 @@ mod clock;
 mod retry;
 mod session;
 
-pub use clock::{TokioClock, mono_now, to_instant};
+pub use clock::{BootClock, TokioClock, mono_now, to_instant};
 pub use retry::RetryPolicy;
 pub use session::{LostReason, Session, SessionState};

@@ -14,6 +14,11 @@
 //! let another node take what it guarded. Lost is final: the keeper stops, sends a best-effort
 //! revoke, and the caller must open a new session (and re-register, re-claim) with a new lease.
 //!
+//! The deadline is kept on two clocks: tokio's monotonic clock (which tests can pause) and a clock
+//! that keeps counting through a system suspend ([`BootClock`], `CLOCK_BOOTTIME`), so a machine
+//! resumed from suspend after the TTL finds its session lost instead of trusting a clock that
+//! stood still. [`Session::safe_until`] is the earlier of the two, in monotonic terms.
+//!
 //! Lost is also one event for everything the lease authorised: [`Session::child_token`] gives
 //! cancellation tokens that all fire together the moment the session is lost, whoever notices
 //! first (the keeper at `safe_until`, or any [`Session::is_alive`] call that reads the clock past
@@ -29,7 +34,13 @@ use cluster_core::time::MonoTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{mono_now, to_instant};
+use cluster_core::clock::Clock;
+
+use crate::clock::{BootClock, mono_now, to_instant};
+
+/// How often a waiting keeper re-reads the suspend-aware clock: a sleep on the monotonic clock
+/// does not advance while the machine is suspended.
+const DEADLINE_RECHECK: Duration = Duration::from_millis(250);
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +74,10 @@ struct Shared {
     cancel: CancellationToken,
     /// Fires once the session is lost; every [`Session::child_token`] is a child of it.
     lost: CancellationToken,
+    /// The clock that counts suspended time.
+    boot: Arc<dyn Clock>,
+    /// The deadline on `boot`: its reading at the last acknowledged renewal's send + ttl - margin.
+    boot_safe_until: std::sync::Mutex<MonoTime>,
 }
 
 impl Shared {
@@ -79,15 +94,51 @@ impl Shared {
         self.lost.cancel();
     }
 
+    /// The deadline on the suspend-aware clock, moved into monotonic terms at `now`: earlier
+    /// than `safe_until` by however long the machine was suspended since the last renewal.
+    fn effective(&self, safe_until: MonoTime, now: MonoTime) -> MonoTime {
+        let boot_left = self
+            .boot_safe_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .saturating_duration_since(self.boot.now());
+        safe_until.min(now + boot_left)
+    }
+
+    /// The deadline now, while alive.
+    fn deadline(&self, now: MonoTime) -> Option<MonoTime> {
+        match *self.state.borrow() {
+            SessionState::Alive { safe_until } => Some(self.effective(safe_until, now)),
+            SessionState::Lost(_) => None,
+        }
+    }
+
     /// Whether the session may act at `now`; declares it lost once `now` is past the deadline.
     fn alive_at(&self, now: MonoTime) -> bool {
-        match *self.state.borrow() {
-            SessionState::Alive { safe_until } if now < safe_until => return true,
-            SessionState::Alive { .. } => {}
-            SessionState::Lost(_) => return false,
+        match self.deadline(now) {
+            Some(deadline) if now < deadline => return true,
+            Some(_) => {}
+            None => return false,
         }
         self.declare_lost(LostReason::Expired);
         false
+    }
+
+    /// Resolves once the deadline has passed on either clock.
+    async fn deadline_passed(&self) {
+        loop {
+            let now = mono_now();
+            let Some(deadline) = self.deadline(now) else {
+                return;
+            };
+            if now >= deadline {
+                return;
+            }
+            let wait = deadline
+                .saturating_duration_since(now)
+                .min(DEADLINE_RECHECK);
+            tokio::time::sleep_until(to_instant(now + wait)).await;
+        }
     }
 }
 
@@ -119,9 +170,21 @@ impl Session {
         holder: NodeId,
         timing: LeaseTiming,
     ) -> CoordResult<Session> {
+        Session::open_with_clock(store, holder, timing, Arc::new(BootClock)).await
+    }
+
+    /// [`open`](Self::open), with `boot` as the clock that counts suspended time (tests pass
+    /// one they can drive; production uses [`BootClock`]).
+    pub async fn open_with_clock(
+        store: Arc<dyn LeaseStore>,
+        holder: NodeId,
+        timing: LeaseTiming,
+        boot: Arc<dyn Clock>,
+    ) -> CoordResult<Session> {
         timing
             .validate()
             .map_err(|e| CoordError::bad_request(format!("lease timing: {e}")))?;
+        let boot_sent_at = boot.now();
         let sent_at = mono_now();
         let grant = store.grant_lease(timing.ttl).await?;
         // A session lease carries no fencing token of its own: terms and claims made under it
@@ -152,6 +215,10 @@ impl Session {
             state,
             cancel: CancellationToken::new(),
             lost: CancellationToken::new(),
+            boot_safe_until: std::sync::Mutex::new(
+                (boot_sent_at + grant.ttl).saturating_sub(timing.margin),
+            ),
+            boot,
         });
         tokio::spawn(keep_alive(store, lease, shared.clone()));
         tracing::debug!(lease = %grant.id, ttl = ?grant.ttl, "session opened");
@@ -193,12 +260,10 @@ impl Session {
         self.shared.lost.child_token()
     }
 
-    /// The last moment the holder may act, while alive.
+    /// The last moment the holder may act, while alive (on the monotonic clock, earlier by any
+    /// time the machine spent suspended since the last renewal).
     pub fn safe_until(&self) -> Option<MonoTime> {
-        match self.state() {
-            SessionState::Alive { safe_until } => Some(safe_until),
-            SessionState::Lost(_) => None,
-        }
+        self.shared.deadline(mono_now())
     }
 
     /// Resolves when the session is lost, with the reason.
@@ -244,25 +309,25 @@ async fn keep_alive(store: Arc<dyn LeaseStore>, mut lease: Lease, shared: Arc<Sh
     let cancel = shared.cancel.clone();
     let mut next_try = lease.renew_at();
     let reason = loop {
-        let safe_until = lease.safe_until();
         // Biased: once the deadline has passed, it wins over a renewal that is ready too.
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(to_instant(safe_until)) => break LostReason::Expired,
+            () = shared.deadline_passed() => break LostReason::Expired,
             _ = shared.lost.cancelled() => break LostReason::Expired,
             _ = tokio::time::sleep_until(to_instant(next_try)) => {}
         }
+        let boot_sent_at = shared.boot.now();
         let sent_at = mono_now();
         let outcome = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(to_instant(safe_until)) => break LostReason::Expired,
+            () = shared.deadline_passed() => break LostReason::Expired,
             _ = shared.lost.cancelled() => break LostReason::Expired,
             outcome = store.renew_lease(&shared.lease) => outcome,
         };
         let now = mono_now();
-        if now >= safe_until {
+        if !shared.alive_at(now) {
             // Answered too late: the holder may already have been told the session is lost,
             // and lost is final.
             break LostReason::Expired;
@@ -271,6 +336,14 @@ async fn keep_alive(store: Arc<dyn LeaseStore>, mut lease: Lease, shared: Arc<Sh
             Ok(ttl) => match lease.renewed(LeaseGrant { sent_at, ttl }, now) {
                 Ok(LeaseState::Valid) => {
                     let extended = lease.safe_until();
+                    let boot_extended = (boot_sent_at + ttl).saturating_sub(shared.timing.margin);
+                    {
+                        let mut boot = shared
+                            .boot_safe_until
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        *boot = (*boot).max(boot_extended);
+                    }
                     let still_alive = shared.state.send_if_modified(|state| match state {
                         SessionState::Alive { .. } => {
                             *state = SessionState::Alive {

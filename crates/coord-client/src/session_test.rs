@@ -9,6 +9,8 @@ use cluster_core::ids::NodeId;
 use cluster_core::lease::LeaseTiming;
 use tokio::sync::Notify;
 
+use cluster_core::time::MonoTime;
+
 use super::*;
 
 /// A lease store whose renewals wait until the test lets them answer.
@@ -42,10 +44,36 @@ fn timing() -> LeaseTiming {
     LeaseTiming::new(Duration::from_secs(1), Duration::from_millis(300)).unwrap()
 }
 
-async fn open(store: &Arc<GatedStore>) -> Session {
-    Session::open(store.clone(), NodeId::new("n1").unwrap(), timing())
+/// Tokio's (paused) clock plus however long the test says the machine was suspended.
+#[derive(Default)]
+struct SuspendClock {
+    suspended: std::sync::Mutex<Duration>,
+}
+
+impl SuspendClock {
+    fn suspend(&self, d: Duration) {
+        *self.suspended.lock().unwrap() += d;
+    }
+}
+
+impl Clock for SuspendClock {
+    fn now(&self) -> MonoTime {
+        mono_now() + *self.suspended.lock().unwrap()
+    }
+
+    fn wall(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
+}
+
+async fn open_on(store: &Arc<GatedStore>, boot: Arc<dyn Clock>) -> Session {
+    Session::open_with_clock(store.clone(), NodeId::new("n1").unwrap(), timing(), boot)
         .await
         .unwrap()
+}
+
+async fn open(store: &Arc<GatedStore>) -> Session {
+    open_on(store, Arc::new(crate::TokioClock)).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -102,4 +130,33 @@ async fn reading_the_clock_past_the_deadline_declares_the_session_lost() {
     tokio::time::advance(Duration::from_millis(800)).await;
     assert!(!session.is_alive());
     assert!(token.is_cancelled());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_suspend_longer_than_the_ttl_ends_the_session_though_the_monotonic_clock_stood_still() {
+    let store = Arc::new(GatedStore::default());
+    let boot = Arc::new(SuspendClock::default());
+    let session = open_on(&store, boot.clone()).await;
+    let token = session.child_token();
+    assert!(session.is_alive());
+    // The machine sleeps for 5 s: CLOCK_MONOTONIC (tokio's clock here) does not move.
+    boot.suspend(Duration::from_secs(5));
+    assert!(
+        !session.is_alive(),
+        "a session outlived a suspend longer than its TTL"
+    );
+    assert!(token.is_cancelled());
+    assert_eq!(session.lost().await, LostReason::Expired);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_keeper_notices_a_suspend_without_anyone_asking() {
+    let store = Arc::new(GatedStore::default());
+    let boot = Arc::new(SuspendClock::default());
+    let session = open_on(&store, boot.clone()).await;
+    let token = session.child_token();
+    boot.suspend(Duration::from_secs(5));
+    // Within one recheck of the suspend-aware clock, without any is_alive() call.
+    tokio::time::sleep(DEADLINE_RECHECK * 2).await;
+    assert!(token.is_cancelled(), "the keeper did not see the suspend");
 }
