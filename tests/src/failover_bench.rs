@@ -117,6 +117,7 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
         margin: Duration::from_millis(600),
         partitions: 64,
         work: false,
+        release_delay: Duration::ZERO,
     };
     let limit = Duration::from_secs(60);
     let mut ours = Series::new("ours: SIGKILL leader -> new leader's on_active");
@@ -275,6 +276,7 @@ pub fn run_nats_kv(bin: &Path, dir: &Path, nats: &str, trials: usize) -> anyhow:
         margin: Duration::from_millis(600),
         partitions: 8,
         work: false,
+        release_delay: Duration::ZERO,
     };
     let limit = Duration::from_secs(60);
     let mut series = Series::new("ours on NATS KV: SIGKILL leader -> new leader's on_active");

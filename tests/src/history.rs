@@ -8,16 +8,17 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 /// One thing a node did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// The node.
     pub node: String,
     /// The app, if any.
     #[serde(default)]
     pub app: Option<String>,
-    /// What: `joined`, `alive_until`, `active`, `cancelled`, `passive`, `write_refused`,
-    /// `write_accepted`, `write_unsupported` (a store that cannot fence writes), `own`, `release`,
-    /// `work_run`, `leader_seen`.
+    /// What: `joined`, `alive_until`, `active`, `cancelled` (of a term, or of a partition's
+    /// ownership when `partition` is set), `passive`, `write_refused`, `write_accepted`,
+    /// `write_unsupported` (a store that cannot fence writes), `own`, `release`, `work_run`,
+    /// `leader_seen`.
     pub event: String,
     /// The fencing token involved.
     #[serde(default)]

@@ -7,5 +7,5 @@
 
 pub mod failover_bench;
 pub mod history;
-
 pub mod orchestrator;
+pub mod ownership;

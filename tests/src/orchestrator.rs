@@ -26,6 +26,8 @@ pub struct DemoSettings {
     pub partitions: u32,
     /// Whether ring nodes queue and run work items.
     pub work: bool,
+    /// How long each ring `on_release` takes (a slow hook).
+    pub release_delay: Duration,
 }
 
 /// One node process.
@@ -49,6 +51,8 @@ pub struct DemoCluster {
     nodes: BTreeMap<String, NodeProcess>,
     /// Every SIGKILL sent, per node name, across restarts.
     kills: BTreeMap<String, Vec<u64>>,
+    /// Every SIGSTOP sent, per node name, across restarts.
+    pauses: BTreeMap<String, Vec<u64>>,
 }
 
 impl DemoCluster {
@@ -60,6 +64,7 @@ impl DemoCluster {
             settings,
             nodes: BTreeMap::new(),
             kills: BTreeMap::new(),
+            pauses: BTreeMap::new(),
         }
     }
 
@@ -105,6 +110,10 @@ impl DemoCluster {
             .stdin(Stdio::null());
         if s.work {
             cmd.arg("--work");
+        }
+        if !s.release_delay.is_zero() {
+            cmd.arg("--release-delay-ms")
+                .arg(s.release_delay.as_millis().to_string());
         }
         if let Some(nats) = &s.nats {
             cmd.arg("--nats").arg(nats);
@@ -183,6 +192,12 @@ impl DemoCluster {
             unsafe {
                 libc::kill(child.id() as libc::pid_t, signal);
             }
+        }
+        if signal == libc::SIGSTOP {
+            self.pauses
+                .entry(name.to_owned())
+                .or_default()
+                .push(mono_ns());
         }
         if signal == libc::SIGKILL
             && let Some(node) = self.nodes.get_mut(name)
@@ -360,15 +375,21 @@ impl DemoCluster {
         owners
     }
 
-    /// Checks from the histories that no partition ever had two valid owners: each new owner's
-    /// `own` comes after the previous owner's validity ended (its `release`, its SIGKILL, or its
-    /// last recorded session deadline, whichever came first). Returns the violations.
+    /// Checks from the histories that no partition ever had two owners at work at once (see
+    /// [`crate::ownership`]): each new owner's `own` comes after the previous owner's work was
+    /// cancelled (its `cancelled` record), or it was SIGKILLed or SIGSTOPped, and no owner acts
+    /// after its successor took over. Returns the violations.
     pub fn ownership_violations(&self) -> Vec<String> {
-        let mut spans: BTreeMap<u32, Vec<(u64, String, u64, u64)>> = BTreeMap::new();
-        for (name, node) in &self.nodes {
-            let records = history::read(&node.history);
+        let histories: Vec<(String, Vec<Record>)> = self
+            .nodes
+            .iter()
+            .map(|(name, node)| (name.clone(), history::read(&node.history)))
+            .collect();
+        let mut lives = Vec::new();
+        for (name, records) in &histories {
             let kills = self.kills.get(name).cloned().unwrap_or_default();
-            // One incarnation per process: a restarted node appends to the same file.
+            let pauses = self.pauses.get(name).cloned().unwrap_or_default();
+            // One life per process: a restarted node appends to the same file.
             let mut starts: Vec<usize> = records
                 .iter()
                 .enumerate()
@@ -380,60 +401,18 @@ impl DemoCluster {
             }
             for (k, &from) in starts.iter().enumerate() {
                 let to = starts.get(k + 1).copied().unwrap_or(records.len());
-                let life = &records[from..to];
-                let begun = life.first().map_or(0, |r| r.mono_ns);
+                let begun = records.get(from).map_or(0, |r| r.mono_ns);
                 let ended_next = records.get(to).map_or(u64::MAX, |r| r.mono_ns);
-                let killed = kills
-                    .iter()
-                    .copied()
-                    .find(|t| *t >= begun && *t < ended_next);
-                let deadlines: Vec<u64> = life
-                    .iter()
-                    .filter(|r| r.event == "alive_until")
-                    .map(|r| r.mono_ns)
-                    .collect();
-                for (i, r) in life.iter().enumerate() {
-                    if r.event != "own" {
-                        continue;
-                    }
-                    let Some(p) = r.partition else { continue };
-                    let released = life[i + 1..]
-                        .iter()
-                        .find(|e| e.partition == Some(p) && e.event == "release")
-                        .map(|e| e.mono_ns);
-                    let last_deadline = deadlines.iter().copied().filter(|d| *d >= r.mono_ns).max();
-                    let end = [released, killed, last_deadline]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                        .unwrap_or(u64::MAX);
-                    spans
-                        .entry(p)
-                        .or_default()
-                        .push((r.token, name.clone(), r.mono_ns, end));
-                }
+                let within = |t: &u64| *t >= begun && *t < ended_next;
+                lives.push(crate::ownership::Life {
+                    node: name,
+                    records: &records[from..to],
+                    killed: kills.iter().copied().find(within),
+                    paused: pauses.iter().copied().filter(within).collect(),
+                });
             }
         }
-        let mut violations = Vec::new();
-        for (p, mut list) in spans {
-            list.sort();
-            for pair in list.windows(2) {
-                let (t1, n1, _, end1) = &pair[0];
-                let (t2, n2, start2, _) = &pair[1];
-                if t2 <= t1 {
-                    violations.push(format!(
-                        "partition {p}: token {t2} of {n2} not above {t1} of {n1}"
-                    ));
-                }
-                if start2 < end1 {
-                    violations.push(format!(
-                        "partition {p}: {n2} (token {t2}) owned it {} ms before {n1} (token {t1}) stopped",
-                        (end1 - start2) / 1_000_000
-                    ));
-                }
-            }
-        }
-        violations
+        crate::ownership::violations(&lives)
     }
 }
 

@@ -172,6 +172,11 @@ impl ClaimStore for NatsCoordinator {
                     .await
                 {
                     Ok(seq) => {
+                        // Handed over: the old lease's renewal drops the key quietly.
+                        self.leases().let_go(crate::lease_table::BoundKey {
+                            bucket: claim.resource.namespace().bucket(),
+                            name: claim.resource.name().to_owned(),
+                        });
                         return Ok(OwnershipClaim {
                             resource: claim.resource.clone(),
                             owner: to.clone(),

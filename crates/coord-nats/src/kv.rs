@@ -170,7 +170,14 @@ impl NatsCoordinator {
         let bucket = key.namespace().bucket();
         let write = Write::tombstone(&bucket, key.name(), self.kv().config.tombstone_ttl)
             .when(Condition::LastSeq(seq));
-        self.kv().publish(&write, deadline).await
+        let written = self.kv().publish(&write, deadline).await;
+        if written.is_ok() {
+            self.leases().let_go(BoundKey {
+                bucket,
+                name: key.name().to_owned(),
+            });
+        }
+        written
     }
 
     /// Deletes the value at `key` whose term is `term` (and, if given, bound to `lease`);

@@ -12,6 +12,12 @@
 //! that did land), dropped otherwise. Nothing is ever rewritten that someone else wrote, and an
 //! expired key cannot come back: its delete marker has moved the last sequence.
 //!
+//! A bound key that is no longer ours is dropped quietly only when this process let it go
+//! (deleted, released, resigned or transferred it). Any other way of losing it (the server
+//! expired it early, on a clock that runs ahead; an operator deleted it) ends the lease: the
+//! renewal answers `LeaseLost`, so every term and claim made under the lease ends with it
+//! rather than outliving the key that proved it.
+//!
 //! Revoking marks the lease dead here first (later calls with it fail with `LeaseLost` at
 //! once), tombstones the record, then deletes every key that still carries `Coord-Lease: L`.
 
@@ -47,6 +53,17 @@ pub(crate) struct BoundKey {
 struct LeaseRecord {
     ttl_ms: u64,
     keys: Vec<BoundKey>,
+}
+
+/// What a renewal found of one bound key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyRenewal {
+    /// Still ours, renewed.
+    Kept,
+    /// Never known to be ours here (a bind whose write failed): dropped quietly.
+    NotOurs,
+    /// Written by us, and no longer ours.
+    Lost,
 }
 
 /// What this process last wrote to a bound key.
@@ -100,9 +117,36 @@ pub(crate) struct LeaseHandle {
 #[derive(Debug, Default)]
 pub(crate) struct LeaseTable {
     map: Mutex<HashMap<LeaseId, Arc<LeaseHandle>>>,
+    /// Bound keys this process deleted or handed over since a renewal last looked at them.
+    let_go: Mutex<std::collections::HashSet<BoundKey>>,
 }
 
 impl LeaseTable {
+    /// Records that this process deleted or handed over `key`: a renewal that finds it gone
+    /// drops it quietly instead of ending the lease.
+    pub(crate) fn let_go(&self, key: BoundKey) {
+        self.let_go
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+    }
+
+    /// Whether `key` was let go here; consumes the record.
+    fn was_let_go(&self, key: &BoundKey) -> bool {
+        self.let_go
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+    }
+
+    /// `key` is bound (again) here: a later loss of it is a real loss.
+    fn bound_again(&self, key: &BoundKey) {
+        self.let_go
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
     fn handle(&self, id: &LeaseId) -> Arc<LeaseHandle> {
         self.map
             .lock()
@@ -280,7 +324,7 @@ impl NatsCoordinator {
         Err(contention(op, format!("lease {}", handle.id)))
     }
 
-    /// Renews one bound key; `Ok(false)` when the key is no longer bound to this lease.
+    /// Renews one bound key, and says whether it is still ours, never was, or was lost.
     async fn renew_key(
         &self,
         id: &LeaseId,
@@ -288,8 +332,11 @@ impl NatsCoordinator {
         key: &BoundKey,
         slot: &mut Option<Bound>,
         deadline: Instant,
-    ) -> CoordResult<bool> {
+    ) -> CoordResult<KeyRenewal> {
         let op = Operation::RenewLease;
+        // A key with no known write of ours (a bind whose write failed, a key listed by another
+        // process) that is not ours is simply not ours; one we wrote and no longer hold is lost.
+        let was_bound = slot.is_some();
         for _ in 0..ATTEMPTS {
             let bound = match slot.take() {
                 Some(bound) => bound,
@@ -307,7 +354,8 @@ impl NatsCoordinator {
                             // Unknown: the renewal below sets it.
                             sent_at: Instant::now(),
                         },
-                        _ => return Ok(false),
+                        _ if was_bound => return Ok(KeyRenewal::Lost),
+                        _ => return Ok(KeyRenewal::NotOurs),
                     }
                 }
             };
@@ -326,7 +374,7 @@ impl NatsCoordinator {
                         sent_at,
                         ..bound
                     });
-                    return Ok(true);
+                    return Ok(KeyRenewal::Kept);
                 }
                 // Read it back: still ours (an earlier write landed unacknowledged) or not.
                 Err(JsFailure::WrongLastSequence) => {}
@@ -369,6 +417,7 @@ impl NatsCoordinator {
             return written;
         }
         let seq = written?;
+        self.leases().bound_again(&key);
         state.keys.insert(
             key,
             Some(Bound {
@@ -399,17 +448,33 @@ impl NatsCoordinator {
             }))
             .await;
         let mut first_error = None;
+        let mut lost_keys = Vec::new();
         for (key, kept) in outcomes {
             match kept {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(KeyRenewal::Kept) => {}
+                Ok(KeyRenewal::NotOurs) => {
                     // Pruned from the record by the next rewrite.
                     state.keys.remove(&key);
+                }
+                Ok(KeyRenewal::Lost) => {
+                    state.keys.remove(&key);
+                    if !self.leases().was_let_go(&key) {
+                        lost_keys.push(key);
+                    }
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        if !lost_keys.is_empty() {
+            // A key the lease proved is gone without this process letting it go (expired early
+            // on the server's clock, deleted by someone else): whatever it guarded may already
+            // belong to another holder, so the lease ends here.
+            tracing::warn!(lease = %id, keys = ?lost_keys, "a bound key was lost behind the lease's back; the lease is lost");
+            handle.dead.store(true, Ordering::Release);
+            *guard = None;
+            return Err(lost(id));
         }
         match first_error {
             None => Ok(ttl),

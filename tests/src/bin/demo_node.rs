@@ -87,6 +87,9 @@ struct NodeArgs {
     /// Use NATS JetStream KV at this URL as the coordination store instead of etcd.
     #[arg(long)]
     coord_nats: Option<String>,
+    /// How long each ring `on_release` takes, in milliseconds (a slow hook).
+    #[arg(long, default_value_t = 0)]
+    release_delay_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -171,7 +174,12 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         .http_addr(SocketAddr::from(([127, 0, 0, 1], 0)))
         .build()?;
     let ledger = platform.register(ledger_app(history.clone())?)?;
-    platform.register(jobs_app(history.clone(), args.partitions, args.work)?)?;
+    platform.register(jobs_app(
+        history.clone(),
+        args.partitions,
+        args.work,
+        Duration::from_millis(args.release_delay_ms),
+    )?)?;
 
     // Session deadlines, so a reader can bound how long this node could act.
     {
@@ -337,7 +345,12 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
 
 /// The ring app: records ownership; with `work`, runs the unfinished items of each partition it
 /// takes over and keeps one slow item in flight per partition.
-fn jobs_app(history: Arc<HistoryWriter>, partitions: u32, work: bool) -> anyhow::Result<App> {
+fn jobs_app(
+    history: Arc<HistoryWriter>,
+    partitions: u32,
+    work: bool,
+    release_delay: Duration,
+) -> anyhow::Result<App> {
     let (h1, h2) = (history.clone(), history);
     Ok(App::builder("jobs")
         .ring(partitions)
@@ -346,6 +359,15 @@ fn jobs_app(history: Arc<HistoryWriter>, partitions: u32, work: bool) -> anyhow:
             async move {
                 let p = ctx.partition.0;
                 history.record(Some("jobs"), "own", ctx.token.get(), Some(p), None);
+                {
+                    // When this ownership's work really stops, for the ownership checker.
+                    let (cancel, history, token) =
+                        (ctx.cancel.clone(), history.clone(), ctx.token.get());
+                    tokio::spawn(async move {
+                        cancel.cancelled().await;
+                        history.record(Some("jobs"), "cancelled", token, Some(p), None);
+                    });
+                }
                 if work {
                     for item in ctx.work.unfinished().await? {
                         ctx.work.start(&item.id).await?;
@@ -396,6 +418,7 @@ fn jobs_app(history: Arc<HistoryWriter>, partitions: u32, work: bool) -> anyhow:
         .on_release(move |ctx| {
             let history = h2.clone();
             async move {
+                tokio::time::sleep(release_delay).await;
                 let reason = match ctx.reason {
                     ReleaseReason::Handoff => "handoff",
                     ReleaseReason::Lost => "lost",
@@ -450,6 +473,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         margin: Duration::from_millis(600),
         partitions: 64,
         work: false,
+        release_delay: Duration::ZERO,
     };
     let mut cluster = DemoCluster::new(&bin, &args.dir, settings);
     let names = ["node-a", "node-b", "node-c"];

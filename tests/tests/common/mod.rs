@@ -22,8 +22,24 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) async fn fixture(partitions: u32, work: bool) -> Fixture {
+    fixture_with(partitions, work, |_| {}).await
+}
+
+/// Demo nodes on a real etcd, their settings adjusted by `tweak`.
+pub(crate) async fn fixture_with(
+    partitions: u32,
+    work: bool,
+    tweak: impl FnOnce(&mut DemoSettings),
+) -> Fixture {
     let etcd = EtcdServer::start().await.expect("etcd");
-    let (cluster, dir) = demo_cluster("cluster-e2e-", vec![etcd.url()], None, partitions, work);
+    let (cluster, dir) = demo_cluster(
+        "cluster-e2e-",
+        vec![etcd.url()],
+        None,
+        partitions,
+        work,
+        tweak,
+    );
     Fixture {
         etcd,
         cluster,
@@ -48,6 +64,7 @@ pub(crate) async fn nats_fixture(partitions: u32, work: bool) -> NatsFixture {
         Some(nats.url()),
         partitions,
         work,
+        |_| {},
     );
     NatsFixture {
         nats,
@@ -63,12 +80,13 @@ fn demo_cluster(
     nats_kv: Option<String>,
     partitions: u32,
     work: bool,
+    tweak: impl FnOnce(&mut DemoSettings),
 ) -> (DemoCluster, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
         .expect("temp dir");
-    let settings = DemoSettings {
+    let mut settings = DemoSettings {
         platform: "e2e".into(),
         etcd,
         nats: None,
@@ -77,7 +95,9 @@ fn demo_cluster(
         margin: MARGIN,
         partitions,
         work,
+        release_delay: Duration::ZERO,
     };
+    tweak(&mut settings);
     let cluster = DemoCluster::new(
         env!("CARGO_BIN_EXE_demo-node").as_ref(),
         dir.path(),
