@@ -43,6 +43,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metric_definitions::PublisherMetrics;
+use crate::outbox::HeldKey;
 use crate::outbox::Outbox;
 use crate::outbox::OutboxEntry;
 use crate::outbox::OutboxError;
@@ -82,8 +83,11 @@ pub struct PublishReceipt {
 pub struct PublisherStatus {
     /// Events go to the outbox.
     pub degraded: bool,
-    /// Events waiting in the outbox.
+    /// Events waiting in the outbox, those behind held keys included.
     pub outbox_depth: usize,
+    /// Keys held behind an outbox entry the bus refused for good: a gap in the key's events
+    /// that the app must resolve ([`Publisher::held_keys`], [`Publisher::release_key`]).
+    pub held_keys: usize,
 }
 
 struct Inner {
@@ -164,6 +168,9 @@ impl Publisher {
             .map_err(|e| open_err(OutboxError::Storage(e)))?;
         let leftover = outbox.depth();
         metrics.outbox_depth.set(leftover as f64);
+        metrics
+            .outbox_held_keys
+            .set(outbox.held_keys().len() as f64);
         metrics.degraded.set(0.0);
         let inner = Arc::new(Inner {
             bus,
@@ -211,7 +218,29 @@ impl Publisher {
         PublisherStatus {
             degraded: self.inner.is_degraded(),
             outbox_depth: self.inner.outbox.depth(),
+            held_keys: self.inner.outbox.held_keys().len(),
         }
+    }
+
+    /// The keys whose outbox entries wait behind one the bus refused for good (too large, no
+    /// stream any more…), with the refused entry and the error. The refused event was accepted
+    /// (`Delivered::Outboxed`) but will not reach consumers; the key's later events stay queued
+    /// so that consumers never apply them without it, until the app decides
+    /// ([`Publisher::release_key`]). Counted in `event_bus_outbox_held_keys`.
+    pub fn held_keys(&self) -> Vec<HeldKey> {
+        self.inner.outbox.held_keys()
+    }
+
+    /// Accepts the gap in `key`'s events (the refused entry stays in `bus_outbox_refused`):
+    /// its queued events drain again. `false` if the key was not held.
+    pub fn release_key(&self, key: &str) -> Result<bool, OutboxError> {
+        let released = self.inner.outbox.release_key(key)?;
+        if released {
+            tracing::info!(key, "held outbox key released by the app");
+            self.inner.count_held_keys();
+            self.inner.wake_drainer.notify_one();
+        }
+        Ok(released)
     }
 
     /// Waits until the outbox holds no event of `shard` (before releasing it in a handoff).
@@ -307,9 +336,17 @@ impl Inner {
         }
     }
 
+    fn count_held_keys(&self) {
+        self.metrics
+            .outbox_held_keys
+            .set(self.outbox.held_keys().len() as f64);
+    }
+
+    /// Leaves degraded mode once nothing is left to drain (entries behind a held key wait for
+    /// the app, not for NATS).
     fn leave_degraded_if_drained(&self) {
         let mut d = self.degraded.lock().unwrap_or_else(|p| p.into_inner());
-        if *d && self.outbox.depth() == 0 {
+        if *d && self.outbox.drainable_depth() == 0 {
             *d = false;
             self.metrics.degraded.set(0.0);
             self.metrics.recoveries.increment(1);
@@ -622,7 +659,7 @@ impl Drop for InFlight<'_> {
 /// Publishes outbox entries in order: keys in parallel, one unacknowledged entry per key.
 async fn drain_loop(inner: Arc<Inner>) {
     loop {
-        if inner.outbox.depth() == 0 {
+        if inner.outbox.drainable_depth() == 0 {
             inner.leave_degraded_if_drained();
             tokio::select! {
                 _ = inner.cancel.cancelled() => return,
@@ -687,13 +724,14 @@ async fn pause(inner: &Inner, d: Duration) -> bool {
 }
 
 /// Publishes one key's entries in order; returns the acknowledged ones and whether it stopped
-/// early because the bus is unreachable.
+/// early because the bus is unreachable. An entry refused for good stops the key: its later
+/// entries stay queued behind the hold.
 async fn drain_key(inner: Arc<Inner>, entries: Vec<StoredEntry>) -> (Vec<StoredEntry>, bool) {
     let mut acked = Vec::with_capacity(entries.len());
     for entry in entries {
         let Ok(subject) = Subject::parse(&entry.entry.subject) else {
             set_aside(&inner, &entry, "subject no longer valid").await;
-            continue;
+            return (acked, false);
         };
         let message = BusMessage {
             subject,
@@ -706,15 +744,19 @@ async fn drain_key(inner: Arc<Inner>, entries: Vec<StoredEntry>) -> (Vec<StoredE
                 inner.enter_degraded(&e);
                 return (acked, true);
             }
-            Err(e) => set_aside(&inner, &entry, &e.to_string()).await,
+            Err(e) => {
+                set_aside(&inner, &entry, &e.to_string()).await;
+                return (acked, false);
+            }
         }
     }
     (acked, false)
 }
 
-/// Keeps an entry the bus refused for good out of the way, recorded, never dropped silently.
+/// Keeps an entry the bus refused for good out of the way, recorded, never dropped silently,
+/// and holds its key so that its later entries are not published without it.
 async fn set_aside(inner: &Arc<Inner>, entry: &StoredEntry, error: &str) {
-    tracing::error!(message_id = %entry.entry.message_id, error, "bus refused an outbox entry; set aside");
+    tracing::error!(message_id = %entry.entry.message_id, key = %entry.entry.key, error, "bus refused an outbox entry; set aside, its key held");
     inner.metrics.failed.increment(1);
     let this = inner.clone();
     let entry = entry.clone();
@@ -724,4 +766,5 @@ async fn set_aside(inner: &Arc<Inner>, entry: &StoredEntry, error: &str) {
     {
         tracing::error!(error = %e, "setting aside an outbox entry failed");
     }
+    inner.count_held_keys();
 }
