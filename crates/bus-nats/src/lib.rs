@@ -45,7 +45,7 @@ pub use event_handler::{EventHandler, HandlerError};
 pub use metric_definitions::{ConsumerMetrics, PublisherMetrics};
 pub use nats_event_bus::NatsEventBus;
 pub use object_store::{NatsObjectStore, NatsObjectStores, ObjectBucketSpec};
-pub use outbox::{Outbox, OutboxEntry, OutboxError, StoredEntry};
+pub use outbox::{HeldKey, Outbox, OutboxEntry, OutboxError, StoredEntry};
 pub use publish_error::PublishError;
 pub use publisher::{Delivered, OpenError, PublishReceipt, Publisher, PublisherStatus};
 pub use publisher_config::{PublisherConfig, WhenFull};

@@ -8,6 +8,7 @@
 //! | `event_bus_outages_total` | counter | | entries into degraded mode |
 //! | `event_bus_recoveries_total` | counter | | outbox drained, degraded mode left |
 //! | `event_bus_outbox_depth` | gauge | | events waiting in the outbox |
+//! | `event_bus_outbox_held_keys` | gauge | | keys whose outbox entries wait behind one the bus refused for good (a gap the app must resolve) |
 //! | `event_bus_consumer_lag` | gauge | `consumer` | messages not yet delivered to the consumer |
 //! | `event_bus_consumed_total` | counter | `consumer`, `outcome` = `applied`, `duplicate`, `held`, `retried`, `dead_lettered`, `shadow` | deliveries by outcome |
 //! | `event_bus_dead_letters_total` | counter | `consumer`, `reason` (see `DeadLetterReason`) | events dead-lettered |
@@ -31,6 +32,8 @@ pub const OUTAGES_TOTAL: &str = "event_bus_outages_total";
 pub const RECOVERIES_TOTAL: &str = "event_bus_recoveries_total";
 /// `event_bus_outbox_depth`.
 pub const OUTBOX_DEPTH: &str = "event_bus_outbox_depth";
+/// `event_bus_outbox_held_keys`.
+pub const OUTBOX_HELD_KEYS: &str = "event_bus_outbox_held_keys";
 /// `event_bus_consumer_lag{consumer}`.
 pub const CONSUMER_LAG: &str = "event_bus_consumer_lag";
 /// `event_bus_consumed_total{consumer,outcome}`.
@@ -50,6 +53,7 @@ pub struct PublisherMetrics {
     pub(crate) outages: Counter,
     pub(crate) recoveries: Counter,
     pub(crate) outbox_depth: Gauge,
+    pub(crate) outbox_held_keys: Gauge,
 }
 
 impl PublisherMetrics {
@@ -65,6 +69,7 @@ impl PublisherMetrics {
             outages: metrics::counter!(OUTAGES_TOTAL),
             recoveries: metrics::counter!(RECOVERIES_TOTAL),
             outbox_depth: metrics::gauge!(OUTBOX_DEPTH),
+            outbox_held_keys: metrics::gauge!(OUTBOX_HELD_KEYS),
         }
     }
 }

@@ -5,11 +5,16 @@
 //! bounded: past `capacity` rows an append fails with [`OutboxError::Full`] (the publisher
 //! then blocks or rejects, never drops). Counts per ordering key and per shard are kept in
 //! memory so the publisher can tell, without a query, whether a key still has events waiting.
+//!
+//! An entry the bus refuses for good is set aside (`bus_outbox_refused`) and holds its key
+//! (`bus_outbox_held`): the key's later entries stay queued, not published without it, until
+//! the app releases the key ([`Outbox::release_key`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+use cluster_core::ids::PartitionId;
 use rusqlite::Connection;
 use rusqlite::params;
 
@@ -56,11 +61,27 @@ pub struct StoredEntry {
     pub entry: OutboxEntry,
 }
 
+/// A key whose outbox entries wait behind one the bus refused for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldKey {
+    /// The ordering key (`#{event_id}` for an event without one).
+    pub key: String,
+    /// Its shard.
+    pub shard: PartitionId,
+    /// The refused entry's position, kept in `bus_outbox_refused`.
+    pub refused_id: i64,
+    /// The refused entry's `Nats-Msg-Id` (its event id).
+    pub message_id: String,
+    /// Why the bus refused it.
+    pub error: String,
+}
+
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
     by_key: HashMap<String, usize>,
     by_shard: HashMap<u32, usize>,
+    held: HashMap<String, HeldKey>,
 }
 
 impl Counts {
@@ -116,6 +137,13 @@ impl Outbox {
                  message_id TEXT NOT NULL,
                  payload BLOB NOT NULL,
                  error TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS bus_outbox_held (
+                 key TEXT PRIMARY KEY,
+                 shard INTEGER NOT NULL,
+                 refused_id INTEGER NOT NULL,
+                 message_id TEXT NOT NULL,
+                 error TEXT NOT NULL
              );",
         )?;
         let mut counts = Counts::default();
@@ -125,6 +153,22 @@ impl Outbox {
             for row in rows {
                 let (key, shard) = row?;
                 counts.add(&key, u32::try_from(shard).unwrap_or(0));
+            }
+            let mut stmt = conn.prepare(
+                "SELECT key, shard, refused_id, message_id, error FROM bus_outbox_held ORDER BY refused_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(HeldKey {
+                    key: r.get(0)?,
+                    shard: PartitionId(u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0)),
+                    refused_id: r.get(2)?,
+                    message_id: r.get(3)?,
+                    error: r.get(4)?,
+                })
+            })?;
+            for row in rows {
+                let held = row?;
+                counts.held.insert(held.key.clone(), held);
             }
         }
         Ok(Outbox {
@@ -167,11 +211,12 @@ impl Outbox {
         Ok(())
     }
 
-    /// Up to `limit` entries in append order.
+    /// Up to `limit` entries in append order, leaving out those of held keys.
     pub fn peek(&self, limit: usize) -> Result<Vec<StoredEntry>, OutboxError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, key, shard, subject, message_id, payload FROM bus_outbox ORDER BY id LIMIT ?1",
+            "SELECT id, key, shard, subject, message_id, payload FROM bus_outbox
+             WHERE key NOT IN (SELECT key FROM bus_outbox_held) ORDER BY id LIMIT ?1",
         )?;
         let rows = stmt.query_map([to_sql(limit as u64)], |r| {
             Ok(StoredEntry {
@@ -209,7 +254,8 @@ impl Outbox {
         Ok(())
     }
 
-    /// Moves an entry the bus refused for good to the refused table, keeping it for people.
+    /// Moves an entry the bus refused for good to the refused table, keeping it for people,
+    /// and holds its key: the key's later entries stay queued until [`Outbox::release_key`].
     pub fn set_aside(&self, entry: &StoredEntry, error: &str) -> Result<(), OutboxError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -219,9 +265,57 @@ impl Outbox {
             params![entry.id, error],
         )?;
         tx.execute("DELETE FROM bus_outbox WHERE id = ?1", [entry.id])?;
+        let held = HeldKey {
+            key: entry.entry.key.clone(),
+            shard: PartitionId(entry.entry.shard),
+            refused_id: entry.id,
+            message_id: entry.entry.message_id.clone(),
+            error: error.to_owned(),
+        };
+        // A key already held keeps its first gap: nothing of it was drained since.
+        tx.execute(
+            "INSERT OR IGNORE INTO bus_outbox_held (key, shard, refused_id, message_id, error)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                held.key,
+                held.shard.0,
+                held.refused_id,
+                held.message_id,
+                held.error
+            ],
+        )?;
         tx.commit()?;
-        self.counts().remove(&entry.entry.key, entry.entry.shard);
+        let mut counts = self.counts();
+        counts.remove(&entry.entry.key, entry.entry.shard);
+        counts.held.entry(held.key.clone()).or_insert(held);
         Ok(())
+    }
+
+    /// Ends the hold on `key` (the app has dealt with its refused entry): its queued entries
+    /// drain again. `false` if the key was not held.
+    pub fn release_key(&self, key: &str) -> Result<bool, OutboxError> {
+        let conn = self.conn();
+        let n = conn.execute("DELETE FROM bus_outbox_held WHERE key = ?1", [key])?;
+        let was_held = self.counts().held.remove(key).is_some();
+        Ok(n > 0 || was_held)
+    }
+
+    /// The keys held behind a refused entry, oldest refusal first.
+    pub fn held_keys(&self) -> Vec<HeldKey> {
+        let mut held: Vec<HeldKey> = self.counts().held.values().cloned().collect();
+        held.sort_by_key(|h| h.refused_id);
+        held
+    }
+
+    /// Entries waiting that the drainer may publish now (not behind a held key).
+    pub fn drainable_depth(&self) -> usize {
+        let counts = self.counts();
+        let behind: usize = counts
+            .held
+            .keys()
+            .filter_map(|k| counts.by_key.get(k))
+            .sum();
+        counts.total.saturating_sub(behind)
     }
 
     /// Events waiting.
@@ -229,9 +323,11 @@ impl Outbox {
         self.counts().total
     }
 
-    /// Whether events of `key` are waiting.
+    /// Whether events of `key` are waiting, or the key is held behind a refused entry: a new
+    /// event of the key must queue behind them.
     pub fn has_key(&self, key: &str) -> bool {
-        self.counts().by_key.contains_key(key)
+        let counts = self.counts();
+        counts.by_key.contains_key(key) || counts.held.contains_key(key)
     }
 
     /// Events of `shard` waiting.
@@ -296,5 +392,41 @@ mod tests {
         assert_eq!(outbox.depth(), 0);
         assert_eq!(outbox.refused_count().unwrap(), 1);
         assert_eq!(outbox.shard_depth(1), 0);
+    }
+
+    #[test]
+    fn a_refused_entry_holds_its_key_across_reopen_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            let outbox = Outbox::open(&path, 10).unwrap();
+            outbox
+                .append(&[entry("a", 1, 1), entry("a", 1, 2), entry("b", 2, 3)])
+                .unwrap();
+            let all = outbox.peek(10).unwrap();
+            outbox.set_aside(&all[0], "too large").unwrap();
+            let left: Vec<u8> = outbox
+                .peek(10)
+                .unwrap()
+                .iter()
+                .map(|e| e.entry.payload[0])
+                .collect();
+            assert_eq!(left, vec![3], "a's later entry waits");
+            assert!(outbox.has_key("a"));
+            assert_eq!((outbox.depth(), outbox.drainable_depth()), (2, 1));
+        }
+        let outbox = Outbox::open(&path, 10).unwrap();
+        let held = outbox.held_keys();
+        assert_eq!(held.len(), 1);
+        assert_eq!(
+            (held[0].key.as_str(), held[0].error.as_str()),
+            ("a", "too large")
+        );
+        assert_eq!(outbox.peek(10).unwrap().len(), 1);
+        assert!(outbox.release_key("a").unwrap());
+        assert!(!outbox.release_key("a").unwrap());
+        assert_eq!(outbox.peek(10).unwrap().len(), 2);
+        assert_eq!(outbox.drainable_depth(), 2);
+        assert!(outbox.held_keys().is_empty());
     }
 }

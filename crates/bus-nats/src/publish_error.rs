@@ -11,8 +11,13 @@ use crate::outbox::OutboxError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {
-    /// The claim the event is published under passed its renew deadline.
-    #[error("claim on shard {shard} is past its renew deadline; event refused")]
+    /// The claim the event is published under ended: its renew deadline passed, or the owner
+    /// ended it (`Publisher::end_claim`). Checked before every attempt; if an attempt was in
+    /// flight when the claim ended, the event may be in the stream anyway, where consumers
+    /// dead-letter it as `stale_epoch` once the next owner has published.
+    #[error(
+        "claim on shard {shard} has ended (past its renew deadline or released); event refused"
+    )]
     ClaimExpired {
         /// The shard.
         shard: PartitionId,

@@ -13,8 +13,10 @@
 //! - At most one unacknowledged publish per ordering key; different keys are pipelined.
 //! - An event of a key that still has events in the outbox goes to the outbox behind them, so
 //!   the outbox drains in order before new events of that key.
-//! - An event whose claim is past its renew deadline (`valid_until`) is refused, directly or
-//!   into the outbox.
+//! - An event whose claim has ended is refused, directly or into the outbox: checked before
+//!   every attempt (retries included), no attempt outlives the claim's renew deadline
+//!   (`valid_until`), and an acknowledgement after it is not reported as `Acked`. A claim also
+//!   ends when the owner says so (`end_claim`, on release), for every event of its epoch.
 //! - Sequences come from [`SequenceStore`]: durable, never reused after a restart.
 
 use std::collections::HashMap;
@@ -34,12 +36,14 @@ use cluster_core::event::SchemaRegistry;
 use cluster_core::event::ShardOutbox;
 use cluster_core::event::Subject;
 use cluster_core::event::Timestamp;
+use cluster_core::ids::FencingToken;
 use cluster_core::ids::PartitionId;
 use coord_client::mono_now;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metric_definitions::PublisherMetrics;
+use crate::outbox::HeldKey;
 use crate::outbox::Outbox;
 use crate::outbox::OutboxEntry;
 use crate::outbox::OutboxError;
@@ -79,8 +83,11 @@ pub struct PublishReceipt {
 pub struct PublisherStatus {
     /// Events go to the outbox.
     pub degraded: bool,
-    /// Events waiting in the outbox.
+    /// Events waiting in the outbox, those behind held keys included.
     pub outbox_depth: usize,
+    /// Keys held behind an outbox entry the bus refused for good: a gap in the key's events
+    /// that the app must resolve ([`Publisher::held_keys`], [`Publisher::release_key`]).
+    pub held_keys: usize,
 }
 
 struct Inner {
@@ -91,6 +98,11 @@ struct Inner {
     sequences: SequenceStore,
     metrics: PublisherMetrics,
     key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per shard, the newest epoch whose claim this node ended (`end_claim`): events of the
+    /// shard under it or an older one are refused.
+    ended_claims: Mutex<HashMap<u32, FencingToken>>,
+    /// Per shard, publishes between their first claim check and their outcome.
+    in_flight: Mutex<HashMap<u32, usize>>,
     degraded: Mutex<bool>,
     wake_drainer: Notify,
     changed: Notify,
@@ -128,6 +140,15 @@ impl ShardOutbox for Publisher {
     async fn drain_shard(&self, shard: PartitionId, limit: Duration) -> Result<(), DrainTimeout> {
         Publisher::drain_shard(self, shard, limit).await
     }
+
+    async fn end_claim(
+        &self,
+        shard: PartitionId,
+        epoch: FencingToken,
+        limit: Duration,
+    ) -> Result<(), DrainTimeout> {
+        Publisher::end_claim(self, shard, epoch, limit).await
+    }
 }
 
 impl Publisher {
@@ -147,6 +168,9 @@ impl Publisher {
             .map_err(|e| open_err(OutboxError::Storage(e)))?;
         let leftover = outbox.depth();
         metrics.outbox_depth.set(leftover as f64);
+        metrics
+            .outbox_held_keys
+            .set(outbox.held_keys().len() as f64);
         metrics.degraded.set(0.0);
         let inner = Arc::new(Inner {
             bus,
@@ -156,6 +180,8 @@ impl Publisher {
             sequences,
             metrics,
             key_locks: Mutex::new(HashMap::new()),
+            ended_claims: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             degraded: Mutex::new(false),
             wake_drainer: Notify::new(),
             changed: Notify::new(),
@@ -192,7 +218,29 @@ impl Publisher {
         PublisherStatus {
             degraded: self.inner.is_degraded(),
             outbox_depth: self.inner.outbox.depth(),
+            held_keys: self.inner.outbox.held_keys().len(),
         }
+    }
+
+    /// The keys whose outbox entries wait behind one the bus refused for good (too large, no
+    /// stream any more…), with the refused entry and the error. The refused event was accepted
+    /// (`Delivered::Outboxed`) but will not reach consumers; the key's later events stay queued
+    /// so that consumers never apply them without it, until the app decides
+    /// ([`Publisher::release_key`]). Counted in `event_bus_outbox_held_keys`.
+    pub fn held_keys(&self) -> Vec<HeldKey> {
+        self.inner.outbox.held_keys()
+    }
+
+    /// Accepts the gap in `key`'s events (the refused entry stays in `bus_outbox_refused`):
+    /// its queued events drain again. `false` if the key was not held.
+    pub fn release_key(&self, key: &str) -> Result<bool, OutboxError> {
+        let released = self.inner.outbox.release_key(key)?;
+        if released {
+            tracing::info!(key, "held outbox key released by the app");
+            self.inner.count_held_keys();
+            self.inner.wake_drainer.notify_one();
+        }
+        Ok(released)
     }
 
     /// Waits until the outbox holds no event of `shard` (before releasing it in a handoff).
@@ -221,6 +269,52 @@ impl Publisher {
         }
     }
 
+    /// Ends this node's claim on `shard` at `epoch` (after the partition's work stopped, before
+    /// the claim is released in the store): from now on an event of `shard` under `epoch` or an
+    /// older one is refused with `ClaimExpired`, before its next attempt, retries included, and
+    /// before it could enter the outbox. Returns once no publish of `shard` is in flight, so
+    /// nothing of this owner reaches the stream after the next owner's first event; or
+    /// `DrainTimeout` (with the publishes still in flight) after `limit`.
+    ///
+    /// Events of `shard` already in the outbox stay there (drain them first with
+    /// [`Publisher::drain_shard`]); a later claim of the shard, with a larger epoch, publishes
+    /// as usual.
+    pub async fn end_claim(
+        &self,
+        shard: PartitionId,
+        epoch: FencingToken,
+        limit: Duration,
+    ) -> Result<(), DrainTimeout> {
+        {
+            let mut ended = self
+                .inner
+                .ended_claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let fence = ended.entry(shard.0).or_insert(epoch);
+            *fence = (*fence).max(epoch);
+        }
+        // Publishes waiting for room in the outbox look again, and see the claim ended.
+        self.inner.changed.notify_waiters();
+        let started = tokio::time::Instant::now();
+        loop {
+            let changed = self.inner.changed.notified();
+            let in_flight = self.inner.in_flight(shard.0);
+            if in_flight == 0 {
+                return Ok(());
+            }
+            let left = limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(DrainTimeout {
+                    shard,
+                    remaining: in_flight,
+                    waited: limit,
+                });
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), changed).await;
+        }
+    }
+
     /// Stops the drainer; events left in the outbox are drained by the next start.
     pub fn close(&self) {
         self.inner.cancel.cancel();
@@ -242,14 +336,47 @@ impl Inner {
         }
     }
 
+    fn count_held_keys(&self) {
+        self.metrics
+            .outbox_held_keys
+            .set(self.outbox.held_keys().len() as f64);
+    }
+
+    /// Leaves degraded mode once nothing is left to drain (entries behind a held key wait for
+    /// the app, not for NATS).
     fn leave_degraded_if_drained(&self) {
         let mut d = self.degraded.lock().unwrap_or_else(|p| p.into_inner());
-        if *d && self.outbox.depth() == 0 {
+        if *d && self.outbox.drainable_depth() == 0 {
             *d = false;
             self.metrics.degraded.set(0.0);
             self.metrics.recoveries.increment(1);
             tracing::info!("outbox drained: left degraded mode");
         }
+    }
+
+    /// Whether `event` may still be published: its claim's renew deadline has not passed and
+    /// this node has not ended its claim on the shard at the event's epoch.
+    fn claim_valid(&self, event: &OutgoingEvent) -> Result<(), PublishError> {
+        let ended = self
+            .ended_claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&event.shard.0)
+            .is_some_and(|fence| event.epoch <= *fence);
+        if ended || mono_now() >= event.valid_until {
+            Err(PublishError::ClaimExpired { shard: event.shard })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn in_flight(&self, shard: u32) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&shard)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -280,14 +407,8 @@ impl Inner {
         if self.cancel.is_cancelled() {
             return Err(PublishError::Closed);
         }
-        let claim_valid = |e: &OutgoingEvent| {
-            if mono_now() < e.valid_until {
-                Ok(())
-            } else {
-                Err(PublishError::ClaimExpired { shard: e.shard })
-            }
-        };
-        claim_valid(&event)?;
+        let _in_flight = InFlight::enter(self, event.shard.0);
+        self.claim_valid(&event)?;
         self.registry.route(
             &event.event_type,
             event.schema_version.major,
@@ -304,7 +425,7 @@ impl Inner {
         };
         let lock = self.key_lock(&key);
         let _held = lock.lock().await;
-        claim_valid(&event)?;
+        self.claim_valid(&event)?;
         let sequence = match event.ordering_key {
             Some(_) => self.next_sequence(&key).await?,
             None => 0,
@@ -315,19 +436,22 @@ impl Inner {
         let mut rest = messages.as_slice();
         if !self.is_degraded() && !self.outbox.has_key(&key) {
             while let Some((message, tail)) = rest.split_first() {
-                match self.publish_direct(message).await {
+                match self.publish_direct(message, &event).await {
                     Ok(ack) => {
                         first_ack.get_or_insert(ack);
                         rest = tail;
                     }
-                    Err(e) if e.is_retryable() => {
+                    Err(Attempt::ClaimEnded) => {
+                        return Err(PublishError::ClaimExpired { shard: event.shard });
+                    }
+                    Err(Attempt::Bus(e)) if e.is_retryable() => {
                         self.enter_degraded(&e);
                         break;
                     }
-                    Err(BusError::PayloadTooLarge { size, max }) => {
+                    Err(Attempt::Bus(BusError::PayloadTooLarge { size, max })) => {
                         return Err(PublishError::TooLarge { size, max });
                     }
-                    Err(e) => return Err(PublishError::Bus(e)),
+                    Err(Attempt::Bus(e)) => return Err(PublishError::Bus(e)),
                 }
             }
         }
@@ -342,7 +466,7 @@ impl Inner {
                 },
             });
         }
-        claim_valid(&event)?;
+        self.claim_valid(&event)?;
         let entries: Vec<OutboxEntry> = rest
             .iter()
             .map(|m| OutboxEntry {
@@ -409,12 +533,29 @@ impl Inner {
         Ok(out)
     }
 
-    /// One message, retried with backoff while the publisher is not degraded.
-    async fn publish_direct(&self, message: &BusMessage) -> Result<(u64, bool), BusError> {
+    /// One message of `event`, retried with backoff while the publisher is not degraded.
+    ///
+    /// The claim is checked before every attempt, and no attempt outlives it: an attempt still
+    /// unanswered at the claim's renew deadline is abandoned, and an acknowledgement that comes
+    /// after the claim ended is not taken as a success (`ClaimEnded`; the message may be in the
+    /// stream, where consumers dead-letter it as stale once the next owner has published).
+    async fn publish_direct(
+        &self,
+        message: &BusMessage,
+        event: &OutgoingEvent,
+    ) -> Result<(u64, bool), Attempt> {
+        let deadline = coord_client::to_instant(event.valid_until);
         let mut attempt = 1;
         loop {
-            match self.bus.publish(message.clone()).await {
-                Ok(ack) => return Ok((ack.sequence, ack.duplicate)),
+            self.claim_valid(event).map_err(|_| Attempt::ClaimEnded)?;
+            let result = tokio::time::timeout_at(deadline, self.bus.publish(message.clone()))
+                .await
+                .map_err(|_| Attempt::ClaimEnded)?;
+            match result {
+                Ok(ack) => {
+                    self.claim_valid(event).map_err(|_| Attempt::ClaimEnded)?;
+                    return Ok((ack.sequence, ack.duplicate));
+                }
                 Err(e)
                     if e.is_retryable()
                         && attempt < self.config.attempts
@@ -425,7 +566,7 @@ impl Inner {
                     tokio::time::sleep(self.config.backoff(attempt)).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(Attempt::Bus(e)),
             }
         }
     }
@@ -440,9 +581,7 @@ impl Inner {
     ) -> Result<(), PublishError> {
         let started = tokio::time::Instant::now();
         loop {
-            if mono_now() >= event.valid_until {
-                return Err(PublishError::ClaimExpired { shard: event.shard });
-            }
+            self.claim_valid(event)?;
             let changed = self.changed.notified();
             let this = self.clone();
             let batch = entries.clone();
@@ -473,10 +612,54 @@ impl Inner {
     }
 }
 
+/// Why a direct publish of one message stopped.
+enum Attempt {
+    /// The bus failed (after the retries, for a retryable failure).
+    Bus(BusError),
+    /// The claim ended before an attempt or before its acknowledgement.
+    ClaimEnded,
+}
+
+/// Counts a publish of a shard as in flight until dropped (`end_claim` waits for none).
+struct InFlight<'a> {
+    inner: &'a Inner,
+    shard: u32,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner, shard: u32) -> InFlight<'a> {
+        *inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(shard)
+            .or_default() += 1;
+        InFlight { inner, shard }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = in_flight.get_mut(&self.shard) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.shard);
+            }
+        }
+        drop(in_flight);
+        self.inner.changed.notify_waiters();
+    }
+}
+
 /// Publishes outbox entries in order: keys in parallel, one unacknowledged entry per key.
 async fn drain_loop(inner: Arc<Inner>) {
     loop {
-        if inner.outbox.depth() == 0 {
+        if inner.outbox.drainable_depth() == 0 {
             inner.leave_degraded_if_drained();
             tokio::select! {
                 _ = inner.cancel.cancelled() => return,
@@ -541,13 +724,14 @@ async fn pause(inner: &Inner, d: Duration) -> bool {
 }
 
 /// Publishes one key's entries in order; returns the acknowledged ones and whether it stopped
-/// early because the bus is unreachable.
+/// early because the bus is unreachable. An entry refused for good stops the key: its later
+/// entries stay queued behind the hold.
 async fn drain_key(inner: Arc<Inner>, entries: Vec<StoredEntry>) -> (Vec<StoredEntry>, bool) {
     let mut acked = Vec::with_capacity(entries.len());
     for entry in entries {
         let Ok(subject) = Subject::parse(&entry.entry.subject) else {
             set_aside(&inner, &entry, "subject no longer valid").await;
-            continue;
+            return (acked, false);
         };
         let message = BusMessage {
             subject,
@@ -560,15 +744,19 @@ async fn drain_key(inner: Arc<Inner>, entries: Vec<StoredEntry>) -> (Vec<StoredE
                 inner.enter_degraded(&e);
                 return (acked, true);
             }
-            Err(e) => set_aside(&inner, &entry, &e.to_string()).await,
+            Err(e) => {
+                set_aside(&inner, &entry, &e.to_string()).await;
+                return (acked, false);
+            }
         }
     }
     (acked, false)
 }
 
-/// Keeps an entry the bus refused for good out of the way, recorded, never dropped silently.
+/// Keeps an entry the bus refused for good out of the way, recorded, never dropped silently,
+/// and holds its key so that its later entries are not published without it.
 async fn set_aside(inner: &Arc<Inner>, entry: &StoredEntry, error: &str) {
-    tracing::error!(message_id = %entry.entry.message_id, error, "bus refused an outbox entry; set aside");
+    tracing::error!(message_id = %entry.entry.message_id, key = %entry.entry.key, error, "bus refused an outbox entry; set aside, its key held");
     inner.metrics.failed.increment(1);
     let this = inner.clone();
     let entry = entry.clone();
@@ -578,4 +766,5 @@ async fn set_aside(inner: &Arc<Inner>, entry: &StoredEntry, error: &str) {
     {
         tracing::error!(error = %e, "setting aside an outbox entry failed");
     }
+    inner.count_held_keys();
 }

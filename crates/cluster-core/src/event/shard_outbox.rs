@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::ids::FencingToken;
 use crate::ids::PartitionId;
 
 /// Events accepted for a shard but not yet published (a publisher's durable outbox, filled
@@ -14,6 +15,20 @@ use crate::ids::PartitionId;
 pub trait ShardOutbox: Send + Sync {
     /// Waits until nothing of `shard` waits, at most `limit`.
     async fn drain_shard(&self, shard: PartitionId, limit: Duration) -> Result<(), DrainTimeout>;
+
+    /// Ends this owner's claim on `shard` at `epoch`, after its work stopped and before the
+    /// claim is released: events of `shard` under `epoch` or older are refused from now on,
+    /// and this waits (at most `limit`) until none is in flight. The default does nothing, for
+    /// outboxes that publish nothing directly.
+    async fn end_claim(
+        &self,
+        shard: PartitionId,
+        epoch: FencingToken,
+        limit: Duration,
+    ) -> Result<(), DrainTimeout> {
+        let _ = (shard, epoch, limit);
+        Ok(())
+    }
 }
 
 /// Why a graceful handoff could not drain a shard's outbox.
