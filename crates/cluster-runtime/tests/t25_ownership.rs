@@ -499,3 +499,88 @@ async fn a_leader_whose_election_key_is_gone_ends_its_term_before_the_next_begin
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
+
+/// An outbox that records when a claim is ended in it.
+struct RecordingOutbox {
+    log: Log,
+    node: String,
+}
+
+#[async_trait::async_trait]
+impl cluster_core::event::ShardOutbox for RecordingOutbox {
+    async fn drain_shard(
+        &self,
+        _shard: cluster_core::ids::PartitionId,
+        _limit: Duration,
+    ) -> Result<(), cluster_core::event::DrainTimeout> {
+        Ok(())
+    }
+
+    async fn end_claim(
+        &self,
+        shard: cluster_core::ids::PartitionId,
+        epoch: cluster_core::ids::FencingToken,
+        _limit: Duration,
+    ) -> Result<(), cluster_core::event::DrainTimeout> {
+        self.log.push(
+            &self.node,
+            &format!("end_claim {}", epoch.get()),
+            u64::from(shard.0),
+        );
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_ends_the_claim_in_the_outbox_before_the_next_owner_owns_it() {
+    testkit::init_tracing();
+    let store = MemCoordinator::new();
+    let log = Log::default();
+    let outbox = std::sync::Arc::new(RecordingOutbox {
+        log: log.clone(),
+        node: "a".into(),
+    });
+    let l = log.clone();
+    let app_a = App::builder("jobs")
+        .ring(4)
+        .on_own(move |ctx: OwnContext| {
+            let l = l.clone();
+            async move {
+                l.push(
+                    "a",
+                    &format!("own {}", ctx.token.get()),
+                    u64::from(ctx.partition.0),
+                );
+                Ok(())
+            }
+        })
+        .drain_outbox_on_handoff(outbox)
+        .build()
+        .unwrap();
+    let a = start_node(&store, "a", app_a).await;
+    eventually("a owns all 4 partitions", Duration::from_secs(10), || {
+        owned(&a) == 4
+    })
+    .await;
+    let tokens = a.app.ring().unwrap().owned_partitions();
+    let b = start_node(
+        &store,
+        "b",
+        ring_app(&log, "b", 4, OwnWork::Idle, Duration::ZERO),
+    )
+    .await;
+    eventually("b owns two partitions", Duration::from_secs(15), || {
+        owned(&b) == 2
+    })
+    .await;
+    tracing::info!("each moved partition's claim ended in a's outbox before b owned it");
+    for (p, _) in b.app.ring().unwrap().owned_partitions() {
+        let token = tokens[&p].get();
+        let ended = log
+            .position("a", &format!("end_claim {token}"), u64::from(p.0))
+            .unwrap_or_else(|| panic!("a never ended its claim on {p:?} in the outbox"));
+        assert!(ended < at(&log, "b", "own", u64::from(p.0)));
+    }
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::claims::{apply_claims, open_watch};
-use super::handoff::{Leaving, run_release_hook};
+use super::handoff::{Leaving, end_claim_in_outbox, run_release_hook};
 use super::{AssignmentRecord, RingPublisher, RingSettings, RingView, Works};
 use super::{assignment_key, claim_key, claims_prefix};
 use crate::app::AppHooks;
@@ -297,6 +297,7 @@ impl RingNode {
                 self.hooks.clone(),
                 self.settings.hook_timeout,
             );
+            let (outbox, limit) = (self.settings.outbox.clone(), self.settings.drain_timeout);
             self.tasks.spawn(async move {
                 run_release_hook(
                     &ctx,
@@ -308,6 +309,11 @@ impl RingNode {
                     timeout,
                 )
                 .await;
+                if let Some(outbox) = &outbox {
+                    // The old owner's late publishes under this token are refused from now on.
+                    end_claim_in_outbox(&ctx.app().to_string(), outbox, p, token, limit, false)
+                        .await;
+                }
                 o.released.cancel();
                 Done::Hook
             });

@@ -6,6 +6,11 @@
 //! them), release. Releasing is, in this order: cancel the partition's work, wait for `on_own`
 //! to have returned, `on_release`, then the store release with the claim's token.
 //!
+//! With an outbox (`drain_outbox_on_handoff`), the release also ends the claim in the outbox
+//! before the store release: from then on the publisher refuses every event of the partition
+//! under this token (a task of the old owner that publishes late is told `ClaimExpired`), and the
+//! outbox is drained once more of what reached it before that.
+//!
 //! The drain is bounded by the drain timeout and by the node's authority: the partition's
 //! cancellation token is a child of the session's, so a session lost mid-drain ends the drain
 //! at once, and the release step then reports the partition `lost` and releases nothing.
@@ -132,6 +137,17 @@ impl Leaving {
             self.hook_timeout,
         )
         .await;
+        if let Some(outbox) = &self.outbox {
+            end_claim_in_outbox(
+                &self.ctx.app().to_string(),
+                outbox,
+                self.partition,
+                token,
+                self.drain_timeout,
+                held,
+            )
+            .await;
+        }
         self.released.cancel();
         if held {
             match self.ctx.coordinator().release(&self.claim).await {
@@ -180,6 +196,27 @@ pub(super) async fn run_release_hook(
         reason,
     };
     let _ = run_optional(&hooks.on_release, &app, "on_release", rc, hook_timeout).await;
+}
+
+/// Ends the ownership `token` of partition `p` in the outbox: the publisher refuses the
+/// partition's events under that token from now on, and waits for publishes in flight. While
+/// the claim is still held (a graceful release), what reached the outbox before that is drained.
+pub(super) async fn end_claim_in_outbox(
+    app: &str,
+    outbox: &HandoffOutbox,
+    p: u32,
+    token: FencingToken,
+    limit: Duration,
+    drain: bool,
+) {
+    if let Err(e) = outbox.0.end_claim(PartitionId(p), token, limit).await {
+        metrics::counter!(metric_names::OUTBOX_DRAIN_TIMEOUTS, "app" => app.to_owned())
+            .increment(1);
+        tracing::warn!(app, partition = p, error = %e, "publishes in flight did not finish before the claim ended");
+    }
+    if drain {
+        drain_outbox(app, outbox, p, limit).await;
+    }
 }
 
 /// Waits until the events of partition `p` have left the app's outbox. On a timeout the release
