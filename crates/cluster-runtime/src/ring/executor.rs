@@ -311,8 +311,7 @@ impl RingNode {
                 .await;
                 if let Some(outbox) = &outbox {
                     // The old owner's late publishes under this token are refused from now on.
-                    end_claim_in_outbox(&ctx.app().to_string(), outbox, p, token, limit, false)
-                        .await;
+                    end_claim_in_outbox(ctx.app().as_ref(), outbox, p, token, limit, false).await;
                 }
                 o.released.cancel();
                 Done::Hook

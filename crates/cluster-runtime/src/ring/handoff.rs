@@ -139,7 +139,7 @@ impl Leaving {
         .await;
         if let Some(outbox) = &self.outbox {
             end_claim_in_outbox(
-                &self.ctx.app().to_string(),
+                self.ctx.app().as_ref(),
                 outbox,
                 self.partition,
                 token,
