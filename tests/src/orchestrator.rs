@@ -389,28 +389,7 @@ impl DemoCluster {
         for (name, records) in &histories {
             let kills = self.kills.get(name).cloned().unwrap_or_default();
             let pauses = self.pauses.get(name).cloned().unwrap_or_default();
-            // One life per process: a restarted node appends to the same file.
-            let mut starts: Vec<usize> = records
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.event == "started")
-                .map(|(i, _)| i)
-                .collect();
-            if starts.first() != Some(&0) {
-                starts.insert(0, 0);
-            }
-            for (k, &from) in starts.iter().enumerate() {
-                let to = starts.get(k + 1).copied().unwrap_or(records.len());
-                let begun = records.get(from).map_or(0, |r| r.mono_ns);
-                let ended_next = records.get(to).map_or(u64::MAX, |r| r.mono_ns);
-                let within = |t: &u64| *t >= begun && *t < ended_next;
-                lives.push(crate::ownership::Life {
-                    node: name,
-                    records: &records[from..to],
-                    killed: kills.iter().copied().find(within),
-                    paused: pauses.iter().copied().filter(within).collect(),
-                });
-            }
+            lives.extend(crate::ownership::lives(name, records, &kills, &pauses));
         }
         crate::ownership::violations(&lives)
     }

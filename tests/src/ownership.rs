@@ -40,6 +40,50 @@ struct Ownership {
     actions: Vec<u64>,
 }
 
+/// The lives of one node from its history file (a restarted node appends to the same file; each
+/// `started` record begins a life), with the SIGKILLs and SIGSTOPs the orchestrator sent it.
+pub fn lives<'a>(
+    node: &'a str,
+    records: &'a [Record],
+    kills: &[u64],
+    pauses: &[u64],
+) -> Vec<Life<'a>> {
+    let mut starts: Vec<usize> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.event == "started")
+        .map(|(i, _)| i)
+        .collect();
+    if starts.first() != Some(&0) {
+        starts.insert(0, 0);
+    }
+    // `alive_until` records carry a deadline, a time in the future: not when a life began or
+    // ended.
+    let stamped = |r: &&Record| r.event != "alive_until";
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &from)| {
+            let to = starts.get(k + 1).copied().unwrap_or(records.len());
+            let begun = records[from..to]
+                .iter()
+                .find(stamped)
+                .map_or(0, |r| r.mono_ns);
+            let ended_next = records[to..]
+                .iter()
+                .find(stamped)
+                .map_or(u64::MAX, |r| r.mono_ns);
+            let within = |t: &u64| *t >= begun && *t < ended_next;
+            Life {
+                node,
+                records: &records[from..to],
+                killed: kills.iter().copied().find(within),
+                paused: pauses.iter().copied().filter(within).collect(),
+            }
+        })
+        .collect()
+}
+
 /// Every violation of the two rules, readably; empty when the histories are sound.
 pub fn violations(lives: &[Life<'_>]) -> Vec<String> {
     let mut by_partition: BTreeMap<u32, Vec<Ownership>> = BTreeMap::new();
@@ -151,7 +195,10 @@ mod tests {
         let n2 = [rec("n2", "own", 9, 3, 2_000)];
         let found = violations(&[life("n1", &n1), life("n2", &n2)]);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("while n1 (token 5) was at work: 1000 ms"), "{found:?}");
+        assert!(
+            found[0].contains("while n1 (token 5) was at work: 1000 ms"),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -168,7 +215,30 @@ mod tests {
         };
         let found = violations(&[paused, life("n2", &n2)]);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("n1 (token 5) acted 500 ms after n2"), "{found:?}");
+        assert!(
+            found[0].contains("n1 (token 5) acted 500 ms after n2"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_kill_before_the_first_recorded_deadline_still_ends_the_life() {
+        // The first record is the session deadline, 1.4 s ahead; the node is killed at 0.9 s.
+        let n2 = [
+            Record {
+                node: "n2".into(),
+                event: "alive_until".into(),
+                mono_ns: 1_400 * 1_000_000,
+                ..Record::default()
+            },
+            rec("n2", "own", 5, 3, 100),
+        ];
+        let n3 = [rec("n3", "own", 9, 3, 3_000)];
+        let mut all = lives("n2", &n2, &[900 * 1_000_000], &[]);
+        all.extend(lives("n3", &n3, &[], &[]));
+        assert_eq!(all[0].killed, Some(900 * 1_000_000));
+        let found = violations(&all);
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]
@@ -179,7 +249,10 @@ mod tests {
             rec("n1", "cancelled", 5, 3, 900),
             rec("n1", "own", 11, 4, 950),
         ];
-        let n2 = [rec("n2", "own", 9, 3, 1_000), rec("n2", "own", 12, 4, 3_000)];
+        let n2 = [
+            rec("n2", "own", 9, 3, 1_000),
+            rec("n2", "own", 12, 4, 3_000),
+        ];
         let killed = Life {
             killed: Some(2_000 * 1_000_000),
             ..life("n1", &n1)

@@ -97,9 +97,12 @@ async fn sigstop_past_the_ttl_loses_leadership_and_the_old_write_is_refused() {
         c.signal(&leader, libc::SIGCONT);
         let refused = c
             .wait_for(LIMIT, |c| {
-                c.history(&leader)
-                    .into_iter()
-                    .find(|r| r.event == "write_refused" || r.event == "write_accepted")
+                c.history(&leader).into_iter().find(|r| {
+                    r.detail
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with("straggler"))
+                        && (r.event == "write_refused" || r.event == "write_accepted")
+                })
             })
             .expect("the old leader tried its straggler write");
         assert_eq!(refused.event, "write_refused", "{refused:?}");

@@ -3,9 +3,10 @@
 //! of the killed node, SIGSTOP past the TTL, graceful step-down. Ring: 3 nodes, then 4, then 2.
 //!
 //! NATS KV cannot fence a write to another bucket than the fence key's (`put_if_held` is
-//! unsupported across buckets, docs/coordination-nats.md): the ledger's term writes nothing to
-//! the app's key space, and its straggler write after losing a term is recorded as
-//! `write_unsupported`. The ring runs owned work: its items sit next to the claims.
+//! unsupported across buckets, docs/coordination-nats.md): the ledger's term writes its
+//! heartbeats and its straggler next to its election key instead, where the store fences them in
+//! one operation, so a write after losing the term is one the store can refuse, and must. The
+//! ring runs owned work: its items sit next to the claims.
 
 mod common;
 
@@ -134,14 +135,17 @@ async fn nats_kv_sigstop_past_the_ttl_loses_leadership_and_no_old_write_is_accep
         let straggler = c
             .wait_for(LIMIT, |c| {
                 c.history(&leader).into_iter().find(|r| {
-                    r.event == "write_accepted"
-                        || r.event == "write_refused"
-                        || r.event == "write_unsupported"
+                    r.detail
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with("straggler"))
+                        && (r.event == "write_accepted"
+                            || r.event == "write_refused"
+                            || r.event == "write_unsupported")
                 })
             })
             .expect("the old leader tried its straggler write");
         tracing::info!(outcome = %straggler.event, "the old leader's straggler write");
-        assert_ne!(straggler.event, "write_accepted", "{straggler:?}");
+        assert_eq!(straggler.event, "write_refused", "{straggler:?}");
         assert_eq!(straggler.token, token);
         let history = c.history(&leader);
         let cancelled = history
@@ -163,6 +167,12 @@ async fn nats_kv_sigstop_past_the_ttl_loses_leadership_and_no_old_write_is_accep
         assert!(
             passive.mono_ns > began,
             "the old leader resumed after the new term began"
+        );
+        assert!(
+            history
+                .iter()
+                .any(|r| r.event == "write_accepted" && r.token == token && r.mono_ns < began),
+            "the old leader's term wrote nothing the store fenced: the check below would be empty"
         );
         assert!(
             !history

@@ -39,7 +39,9 @@ async fn a_paused_owner_cancels_every_partition_at_once_when_it_resumes() {
         .expect("n1 owns the ring");
     }
     {
-        tracing::info!("n1 is stopped past its deadline; n2 starts; n1 resumes before its lease can expire");
+        tracing::info!(
+            "n1 is stopped past its deadline; n2 starts; n1 resumes before its lease can expire"
+        );
         c.signal("n1", libc::SIGSTOP);
         c.start("n2").unwrap();
         std::thread::sleep(PAUSE);
@@ -58,7 +60,9 @@ async fn a_paused_owner_cancels_every_partition_at_once_when_it_resumes() {
         .expect("n1 cancelled and released its partitions, n2 owns some");
     }
     {
-        tracing::info!("every cancellation came before n1's first on_release ended and before n2 owned the partition");
+        tracing::info!(
+            "every cancellation came before n1's first on_release ended and before n2 owned the partition"
+        );
         let n1 = c.history("n1");
         let n2 = c.history("n2");
         let first_release = n1

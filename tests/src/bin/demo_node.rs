@@ -248,8 +248,42 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The active-passive app: the leader writes a heartbeat under its term; a node that stops
-/// leading tries one write with its old term's fence and records that the store refused it.
+/// A write fenced by `fence`: in the app's key space, or, on a store that cannot condition a
+/// write there on the election key (NATS KV: another bucket), next to the election key, where
+/// the store fences it in one operation. Either way the store refuses it once the term is over.
+async fn fenced_write(
+    ctx: &cluster_runtime::AppContext,
+    fence: &Fence,
+    name: &str,
+    value: &str,
+) -> Result<(), CoordError> {
+    match ctx.kv().fenced(fence.clone()).put(name, value).await {
+        Err(CoordError::Unsupported { .. }) => {
+            let key = cluster_core::coordination::Key::new(
+                fence.key.namespace().clone(),
+                format!("ledger-{name}"),
+            )?;
+            ctx.coordinator()
+                .put_if_held(&key, value.as_bytes().to_vec(), fence)
+                .await
+                .map(|_| ())
+        }
+        other => other.map(|_| ()),
+    }
+}
+
+/// The outcome of a fenced write, as a history event.
+fn write_event(outcome: &Result<(), CoordError>) -> &'static str {
+    match outcome {
+        Ok(()) => "write_accepted",
+        Err(CoordError::Unsupported { .. }) => "write_unsupported",
+        Err(_) => "write_refused",
+    }
+}
+
+/// The active-passive app: the leader writes a heartbeat under its term, recording each
+/// attempt's outcome; a node that stops leading tries one write with its old term's fence and
+/// records that the store refused it.
 fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
     let last_fence: Arc<Mutex<Option<(Fence, tokio_util::sync::CancellationToken)>>> =
         Arc::default();
@@ -263,17 +297,8 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
                 history.record(Some("ledger"), "active", ctx.token.get(), None, None);
                 *fence.lock().unwrap_or_else(|p| p.into_inner()) =
                     ctx.fence.clone().map(|f| (f, ctx.cancel.clone()));
-                let kv = ctx.fenced_kv().ok_or("active-passive terms are fenced")?;
-                let writes = match kv.put("leader", ctx.app.node().as_str()).await {
-                    Ok(_) => true,
-                    // NATS KV cannot condition a write on a key of another bucket: the term
-                    // runs without fenced writes there (docs/coordination-nats.md).
-                    Err(CoordError::Unsupported { .. }) => {
-                        tracing::info!("the store cannot fence writes; the term writes nothing");
-                        false
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+                let term_fence = ctx.fence.clone().ok_or("active-passive terms are fenced")?;
+                fenced_write(&ctx.app, &term_fence, "leader", ctx.app.node().as_str()).await?;
                 let (cancel, token) = (ctx.cancel.clone(), ctx.token.get());
                 {
                     // Records the moment the term's work is cancelled, nothing else.
@@ -283,14 +308,20 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
                         history.record(Some("ledger"), "cancelled", token, None, None);
                     });
                 }
-                if !writes {
-                    return Ok(());
-                }
+                let app = ctx.app.clone();
                 tokio::spawn(async move {
                     let mut beats = 0u64;
                     while !cancel.is_cancelled() {
                         beats += 1;
-                        let _ = kv.put("heartbeat", beats.to_string()).await;
+                        let outcome =
+                            fenced_write(&app, &term_fence, "heartbeat", &beats.to_string()).await;
+                        history.record(
+                            Some("ledger"),
+                            write_event(&outcome),
+                            token,
+                            None,
+                            Some("heartbeat".into()),
+                        );
                         tokio::select! {
                             _ = cancel.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -318,22 +349,16 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
                     // A straggler write under the term that just ended: the store must refuse it
                     // once another term exists.
                     let token = old.token.get();
-                    let outcome = ctx
-                        .kv()
-                        .fenced(old)
-                        .put("straggler", ctx.node().as_str())
-                        .await;
-                    let event = match &outcome {
-                        Ok(_) => "write_accepted",
-                        Err(CoordError::Unsupported { .. }) => "write_unsupported",
-                        Err(_) => "write_refused",
-                    };
+                    let outcome = fenced_write(&ctx, &old, "straggler", ctx.node().as_str()).await;
                     history.record(
                         Some("ledger"),
-                        event,
+                        write_event(&outcome),
                         token,
                         None,
-                        outcome.err().map(|e| e.to_string()),
+                        Some(match outcome {
+                            Ok(()) => "straggler".to_owned(),
+                            Err(e) => format!("straggler: {e}"),
+                        }),
                     );
                 }
                 Ok(())
