@@ -52,6 +52,8 @@ pub struct ReplicationConfig {
     /// First retry delay after a failed put; doubles up to a second.
     #[serde(with = "duration_ms")]
     pub retry_delay: Duration,
+    /// zstd level for segments and snapshots (1 fastest, up to 19); 0 stores them plain.
+    pub compression_level: i32,
 }
 
 impl Default for ReplicationConfig {
@@ -65,6 +67,7 @@ impl Default for ReplicationConfig {
             snapshot_interval: Some(Duration::from_secs(3600)),
             retention: Retention::default(),
             retry_delay: Duration::from_millis(50),
+            compression_level: 1,
         }
     }
 }
@@ -92,6 +95,9 @@ impl ReplicationConfig {
         }
         if self.retention.keep == 0 {
             return bad("retention.keep", "must be at least 1");
+        }
+        if !(0..=19).contains(&self.compression_level) {
+            return bad("compression_level", "must be 0 (plain) to 19");
         }
         if self.snapshot_interval.is_some_and(|d| d.is_zero()) {
             return bad("snapshot_interval", "must be positive when set");
@@ -153,5 +159,13 @@ mod tests {
             serde_json::from_str(r#"{"poll_interval": 25, "snapshot_interval": null}"#).unwrap();
         assert_eq!(parsed.poll_interval, Duration::from_millis(25));
         assert_eq!(parsed.snapshot_interval, None);
+        let err = ReplicationConfig {
+            compression_level: 20,
+            ..ReplicationConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("compression_level"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod capture;
+mod compression;
 mod config;
 mod dir_object_store;
 mod error;
@@ -24,6 +25,7 @@ mod term;
 mod wal_format;
 mod wal_scan;
 
+pub use compression::Compression;
 pub use config::{ReplicationConfig, Retention};
 pub use dir_object_store::{DirObjectStore, DirObjectStores};
 pub use error::{ReplicationError, ReplicationResult, SegmentError};

@@ -64,8 +64,10 @@ pub struct ReplicationStats {
     pub pending_segments: usize,
     /// Segments acknowledged.
     pub segments_shipped: u64,
-    /// Segment bytes acknowledged.
+    /// Segment bytes acknowledged, as stored (compressed).
     pub bytes_shipped: u64,
+    /// The same segments' bytes before compression.
+    pub plain_bytes_shipped: u64,
     /// Transactions acknowledged.
     pub transactions_shipped: u64,
     /// Generations started by this replicator.
@@ -74,10 +76,20 @@ pub struct ReplicationStats {
     pub snapshots: u64,
     /// When the newest snapshot was taken (Unix milliseconds).
     pub last_snapshot_ms: Option<u64>,
+    /// The newest snapshot's size, and what its parts take in the store.
+    pub last_snapshot_bytes: Option<(u64, u64)>,
     /// Why the store is considered down, while it is.
     pub degraded: Option<String>,
     /// The term was lost: nothing more is shipped.
     pub fenced: bool,
+}
+
+impl ReplicationStats {
+    /// Plain over stored bytes of the segments acknowledged so far (`None` before the first).
+    pub fn compression_ratio(&self) -> Option<f64> {
+        (self.bytes_shipped > 0)
+            .then(|| self.plain_bytes_shipped as f64 / self.bytes_shipped as f64)
+    }
 }
 
 enum Request {
@@ -122,7 +134,10 @@ struct PendingSegment {
     /// Its index, frame range, transaction count and capture time (`captured_at_ms`).
     header: SegmentHeader,
     pages: PageSet,
+    /// The plain encoding (what the checksum is of).
     bytes: Vec<u8>,
+    /// The bytes put, compressed at the first attempt and reused by every retry.
+    stored: Option<Vec<u8>>,
     checksum: u64,
     /// When its oldest change was captured (for the lag).
     captured_at: Instant,
@@ -474,6 +489,7 @@ impl Engine {
             self.acked,
             self.acked_checksum,
             self.acked_ms,
+            self.config.compression_level,
         )
         .await;
         let _ = std::fs::remove_file(&temp);
@@ -481,11 +497,13 @@ impl Engine {
         self.last_snapshot = Instant::now();
         metrics::gauge!(m::SNAPSHOT_AGE_SECONDS).set(0.0);
         let created = manifest.created_at_ms;
+        let sizes = (manifest.size, manifest.stored_size());
         self.publish_stats(|s| {
             s.snapshots += 1;
             s.last_snapshot_ms = Some(created);
+            s.last_snapshot_bytes = Some(sizes);
         });
-        tracing::info!(id = %manifest.id, size = manifest.size, "snapshot uploaded");
+        tracing::info!(id = %manifest.id, size = sizes.0, stored = sizes.1, "snapshot uploaded");
         Ok(manifest)
     }
 
@@ -535,6 +553,7 @@ impl Engine {
             header,
             pages: scanned.pages,
             bytes,
+            stored: None,
             checksum,
             captured_at: Instant::now(),
             attempted: false,
@@ -581,8 +600,16 @@ impl Engine {
                 });
             }
             front.attempted = true;
+            let stored = match &front.stored {
+                Some(stored) => stored.clone(),
+                None => {
+                    let stored = stored_form(&front.bytes, self.config.compression_level).await;
+                    front.stored = Some(stored.clone());
+                    stored
+                }
+            };
             let name = store_layout::segment(self.generation, front.header.index);
-            match self.stores.wal.put(&name, front.bytes.clone()).await {
+            match self.stores.wal.put(&name, stored).await {
                 Ok(_) => {
                     let done = self.pending.pop_front();
                     let Some(done) = done else { break };
@@ -593,9 +620,11 @@ impl Engine {
                     };
                     self.acked_checksum = done.checksum;
                     self.acked_ms = done.header.captured_at_ms;
-                    let size = done.bytes.len() as u64;
+                    let plain = done.bytes.len() as u64;
+                    let size = done.stored.as_ref().map_or(plain, |s| s.len() as u64);
                     metrics::counter!(m::SEGMENTS_SHIPPED).increment(1);
                     metrics::counter!(m::BYTES_SHIPPED).increment(size);
+                    metrics::counter!(m::PLAIN_BYTES_SHIPPED).increment(plain);
                     if self.retry_at.take().is_some() {
                         tracing::info!("object store reachable again");
                         metrics::gauge!(m::STORE_DEGRADED).set(0.0);
@@ -606,6 +635,10 @@ impl Engine {
                         s.position = Some(position);
                         s.segments_shipped += 1;
                         s.bytes_shipped += size;
+                        s.plain_bytes_shipped += plain;
+                        if let Some(ratio) = s.compression_ratio() {
+                            metrics::gauge!(m::COMPRESSION_RATIO).set(ratio);
+                        }
                         s.transactions_shipped += u64::from(done.header.transactions);
                         s.degraded = None;
                     });
@@ -943,5 +976,22 @@ impl Engine {
         .await?;
         cancel.cancel();
         result
+    }
+}
+
+/// A segment's bytes as put: compressed at zstd `level` (off the async threads when large), or
+/// plain at level 0.
+async fn stored_form(plain: &[u8], level: i32) -> Vec<u8> {
+    if level == 0 {
+        return plain.to_vec();
+    }
+    if plain.len() < 256 << 10 {
+        return crate::compression::compress(plain, level);
+    }
+    let owned = plain.to_vec();
+    match tokio::task::spawn_blocking(move || crate::compression::compress(&owned, level)).await {
+        Ok(stored) => stored,
+        // The blocking pool is shutting down: plain bytes are a valid stored form too.
+        Err(_) => plain.to_vec(),
     }
 }

@@ -3,6 +3,10 @@
 //! A snapshot is uploaded part by part (16 MiB each, each with its xxh3-64), then its
 //! [`SnapshotManifest`]; it exists once the manifest does, so a reader never finds half a
 //! snapshot. Deleting removes the manifest first.
+//!
+//! Parts are stored zstd-compressed when the manifest's `compression` says so (manifests
+//! written before compression have none, and their parts are read as they are); a part's size
+//! and checksum are of its plain bytes.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -15,6 +19,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::compression::{self, Compression};
 use crate::error::{ReplicationError, ReplicationResult};
 use crate::position::Position;
 use crate::store_layout;
@@ -27,10 +32,13 @@ const PARALLEL_PARTS: usize = 4;
 /// One part of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPart {
-    /// Its size.
+    /// Its size (plain).
     pub size: u64,
-    /// Its xxh3-64.
+    /// Its xxh3-64 (of the plain bytes).
     pub checksum: u64,
+    /// Its size in the store, when compressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_size: Option<u64>,
 }
 
 /// What a snapshot holds: a database image as of `position`.
@@ -52,12 +60,23 @@ pub struct SnapshotManifest {
     pub size: u64,
     /// Its parts, in order.
     pub parts: Vec<SnapshotPart>,
+    /// How its parts are stored (`none` for snapshots written before compression).
+    #[serde(default)]
+    pub compression: Compression,
 }
 
 impl SnapshotManifest {
     /// When it was taken.
     pub fn created_at(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_millis(self.created_at_ms)
+    }
+
+    /// Bytes its parts take in the store.
+    pub fn stored_size(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| p.stored_size.unwrap_or(p.size))
+            .sum()
     }
 }
 
@@ -67,13 +86,15 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Uploads the database file at `path` as the snapshot at `position`.
+/// Uploads the database file at `path` as the snapshot at `position`, its parts compressed at
+/// zstd `level` (plain at 0).
 pub(crate) async fn upload(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
     position: Position,
     segment_checksum: u64,
     position_time_ms: u64,
+    level: i32,
 ) -> ReplicationResult<SnapshotManifest> {
     let id = store_layout::snapshot_id(position);
     let file = Arc::new(File::open(path).map_err(|e| ReplicationError::io(path, e))?);
@@ -95,17 +116,23 @@ pub(crate) async fn upload(
             async move {
                 let offset = n as u64 * PART_SIZE as u64;
                 let len = (size - offset).min(PART_SIZE as u64) as usize;
-                let data = tokio::task::spawn_blocking(move || {
+                let (part, data) = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; len];
-                    file.read_exact_at(&mut buf, offset).map(|()| buf)
+                    file.read_exact_at(&mut buf, offset)?;
+                    let mut part = SnapshotPart {
+                        size: len as u64,
+                        checksum: xxh3_64(&buf),
+                        stored_size: None,
+                    };
+                    if level > 0 {
+                        buf = compression::compress(&buf, level);
+                        part.stored_size = Some(buf.len() as u64);
+                    }
+                    Ok::<_, std::io::Error>((part, buf))
                 })
                 .await
                 .map_err(|e| ReplicationError::io(&path, std::io::Error::other(e)))?
                 .map_err(|e| ReplicationError::io(&path, e))?;
-                let part = SnapshotPart {
-                    size: len as u64,
-                    checksum: xxh3_64(&data),
-                };
                 let name = store_layout::snapshot_part(&id, n).ok_or_else(|| {
                     ReplicationError::Snapshot {
                         id: id.clone(),
@@ -130,6 +157,11 @@ pub(crate) async fn upload(
         page_size,
         size,
         parts,
+        compression: if level > 0 {
+            Compression::Zstd
+        } else {
+            Compression::None
+        },
     };
     let name = store_layout::snapshot_manifest(&id).ok_or_else(|| ReplicationError::Snapshot {
         id: id.clone(),
@@ -184,6 +216,7 @@ pub(crate) async fn download(
 ) -> ReplicationResult<()> {
     let file = Arc::new(File::create(dest).map_err(|e| ReplicationError::io(dest, e))?);
     let id = manifest.id.clone();
+    let compressed = manifest.compression == Compression::Zstd;
     let mut parts = futures::stream::iter(manifest.parts.iter().cloned().enumerate())
         .map(|(n, part)| {
             let store = store.clone();
@@ -202,13 +235,26 @@ pub(crate) async fn download(
                         id: id.clone(),
                         detail: format!("part {n} is missing"),
                     })?;
-                if object.data.len() as u64 != part.size || xxh3_64(&object.data) != part.checksum {
-                    return Err(ReplicationError::Snapshot {
-                        id: id.clone(),
-                        detail: format!("part {n} is damaged"),
-                    });
+                let damaged = |detail: String| ReplicationError::Snapshot {
+                    id: id.clone(),
+                    detail: format!("part {n} is damaged{detail}"),
+                };
+                let data = if compressed {
+                    let stored = object.data;
+                    let limit = usize::try_from(part.size)
+                        .unwrap_or(usize::MAX)
+                        .min(PART_SIZE);
+                    tokio::task::spawn_blocking(move || compression::decompress(&stored, limit))
+                        .await
+                        .map_err(|e| damaged(format!(": {e}")))?
+                        .map_err(|e| damaged(format!(": {e}")))?
+                } else {
+                    object.data
+                };
+                if data.len() as u64 != part.size || xxh3_64(&data) != part.checksum {
+                    return Err(damaged(String::new()));
                 }
-                Ok::<_, ReplicationError>((n, object.data))
+                Ok::<_, ReplicationError>((n, data))
             }
         })
         .buffered(PARALLEL_PARTS);
