@@ -14,10 +14,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use async_nats::jetstream;
-use bus_nats::{
-    Consumer, ConsumerConfig, ConsumerMetrics, Durability, EventHandler, HandlerError,
-    NatsBusConfig, NatsEventBus, Publisher, PublisherConfig, PublisherMetrics, Topology,
+use bus_client::{
+    Consumer, ConsumerConfig, ConsumerMetrics, Durability, EventHandler, HandlerError, Publisher,
+    PublisherConfig, PublisherMetrics, Topology,
 };
+use bus_nats::{NatsBusConfig, NatsEventBus};
 use cluster_core::event::{
     Envelope, EventBus, Level, OutgoingEvent, Schema, SchemaRegistry, SchemaVersion, Subjects,
 };
@@ -157,7 +158,7 @@ async fn bus() -> anyhow::Result<()> {
         ms(percentile(&raw_handler, 0.99)),
     );
     println!(
-        "| bus-nats `Publisher` + `Consumer` (SQLite record per event) | {our_rate:.0} | {} | {} | {} | {} |",
+        "| bus-client `Publisher` + `Consumer` (SQLite record per event) | {our_rate:.0} | {} | {} | {} | {} |",
         ms(percentile(&our_ack, 0.5)),
         ms(percentile(&our_ack, 0.99)),
         ms(percentile(&our_handler, 0.5)),

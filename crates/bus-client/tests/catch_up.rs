@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus_nats::{Consumer, ConsumerConfig, ConsumerMetrics, Delivered, Publisher};
+use bus_client::{Consumer, ConsumerConfig, ConsumerMetrics, Delivered, Publisher};
 use cluster_core::event::{BusMessage, Level, Subjects};
 use cluster_core::ids::PartitionId;
 use fixtures::*;

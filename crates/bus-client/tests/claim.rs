@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bus_nats::{Delivered, PublishError, Publisher};
+use bus_client::{Delivered, PublishError, Publisher};
 use cluster_core::event::{BusMessage, EventBus};
 use cluster_core::ids::{FencingToken, PartitionId};
 use coord_client::mono_now;

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus_nats::{Consumer, ConsumerMetrics, Delivered, Publisher, PublisherMetrics};
+use bus_client::{Consumer, ConsumerMetrics, Delivered, Publisher, PublisherMetrics};
 use cluster_core::event::Subjects;
 use fixtures::*;
 use testkit::{FaultProxy, Mode, NatsOptions, NatsServer};

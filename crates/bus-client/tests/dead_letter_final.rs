@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bus_nats::{Consumer, Publisher};
+use bus_client::{Consumer, Publisher};
 use cluster_core::event::{
     BusAck, BusError, BusMessage, ConsumerPosition, DeadLetterReason, Delivery, DeliveryAck,
     DeliveryStream, Envelope, EventBus, StoredMessage, StreamSpec, SubscriptionSpec,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bus_nats::{Consumer, ConsumerMetrics, Publisher};
+use bus_client::{Consumer, ConsumerMetrics, Publisher};
 use cluster_core::event::{DeadLetterReason, Envelope, EventBus, Subjects};
 use fixtures::faulty_bus::{Fault, FaultyBus, unavailable};
 use fixtures::*;

@@ -7,7 +7,7 @@ mod fixtures;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus_nats::{Consumer, Delivered, Publisher};
+use bus_client::{Consumer, Delivered, Publisher};
 use fixtures::*;
 use testkit::{FaultProxy, Mode, NatsOptions, NatsServer};
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bus_nats::{Delivered, Publisher};
+use bus_client::{Delivered, Publisher};
 use cluster_core::event::BusError;
 use cluster_core::ids::PartitionId;
 use fixtures::faulty_bus::{Fault, FaultyBus, unavailable};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bus_nats::{Consumer, Delivered, PublishError, Publisher, WhenFull};
+use bus_client::{Consumer, Delivered, PublishError, Publisher, WhenFull};
 use cluster_core::event::{
     BusMessage, DeadLetterReason, Envelope, SchemaVersion, SubscriptionSpec,
 };

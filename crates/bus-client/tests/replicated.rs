@@ -6,7 +6,8 @@ mod fixtures;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus_nats::{Consumer, Durability, NatsBusConfig, NatsEventBus, Publisher, Topology};
+use bus_client::{Consumer, Durability, Publisher, Topology};
+use bus_nats::{NatsBusConfig, NatsEventBus};
 use cluster_core::event::EventBus;
 use fixtures::*;
 use testkit::NatsCluster;

@@ -7,7 +7,7 @@ mod fixtures;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bus_nats::{Consumer, Delivered, PublishError, Publisher};
+use bus_client::{Consumer, Delivered, PublishError, Publisher};
 use cluster_core::event::DeadLetterReason;
 use cluster_core::ids::PartitionId;
 use coord_client::mono_now;

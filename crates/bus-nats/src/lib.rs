@@ -1,53 +1,23 @@
-//! The EventBus over NATS JetStream, and the publisher and consumer built on the port.
+//! The NATS adapter: the `EventBus` and `ObjectStore` ports over NATS JetStream.
 //!
 //! - [`NatsEventBus`]: the `cluster_core::event::EventBus` port over JetStream (file storage,
 //!   `Nats-Msg-Id` dedup, durable pull consumers with explicit acks).
-//! - [`Publisher`]: validates payloads against their schemas, stamps envelopes with a UUIDv7
-//!   id and a durable per-key sequence, publishes with retries (one unacknowledged publish per
-//!   ordering key, keys pipelined), and degrades to a SQLite [`Outbox`] when NATS is
-//!   unreachable, draining it in order on recovery.
-//! - [`Consumer`]: a durable consumer that applies each event exactly once per key order: its
-//!   dedup and order record is committed in the same SQLite transaction as the
-//!   [`EventHandler`]'s effect; stale epochs, unknown majors and malformed events go to the
-//!   dead-letter subject with the reason.
-//! - [`metric_definitions`]: every metric by its exact name.
+//! - [`NatsObjectStore`], [`NatsObjectStores`]: the `ObjectStore` port over JetStream Object
+//!   Store buckets.
+//! - [`NatsBusConfig`]: how both connect.
 //!
-//! `Publisher` and `Consumer` take an `Arc<dyn EventBus>`, so they work over `bus-mem` too.
-//! Durability: an acknowledged event is durable only on a stream with 3 replicas, or on a
-//! server with `sync_interval: always` (docs/event-bus.md).
+//! The publisher, consumer and outbox built on the port live in `bus-client`, which works on
+//! any EventBus. Durability: an acknowledged event is durable only on a stream with 3 replicas,
+//! or on a server with `sync_interval: always` (docs/event-bus.md).
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 mod config;
-mod consumer;
-mod consumer_config;
-mod consumer_store;
-mod event_handler;
-pub mod metric_definitions;
 mod nats_delivery;
 mod nats_error;
 mod nats_event_bus;
 mod object_store;
-mod outbox;
-mod publish_error;
-mod publisher;
-mod publisher_config;
-mod sequence_store;
-mod sqlite;
-mod topology;
 
-/// The error of [`Publisher::drain_shard`] (defined with the port).
-pub use cluster_core::event::DrainTimeout;
 pub use config::NatsBusConfig;
-pub use consumer::{Consumer, ConsumerError};
-pub use consumer_config::ConsumerConfig;
-pub use event_handler::{EventHandler, HandlerError};
-pub use metric_definitions::{ConsumerMetrics, PublisherMetrics};
 pub use nats_event_bus::NatsEventBus;
 pub use object_store::{NatsObjectStore, NatsObjectStores, ObjectBucketSpec};
-pub use outbox::{HeldKey, Outbox, OutboxEntry, OutboxError, StoredEntry};
-pub use publish_error::PublishError;
-pub use publisher::{Delivered, OpenError, PublishReceipt, Publisher, PublisherStatus};
-pub use publisher_config::{PublisherConfig, WhenFull};
-pub use sequence_store::SequenceStore;
-pub use topology::{Durability, Topology};

@@ -33,7 +33,7 @@
 //!   a client re-sends its buffer on reconnect): re-send it with the same message id.
 //!
 //! The port carries bytes. Envelopes, schemas, ordering, the outbox and dead letters are built
-//! once above it (see `bus-nats`'s `Publisher` and `Consumer`).
+//! once above it (see `bus-client`'s `Publisher` and `Consumer`).
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@
 //! | [`ShardOutbox`], [`DrainTimeout`] | what a partition's owner drains before a graceful release |
 //!
 //! Nothing here does I/O: the adapters (`bus-nats`, `bus-mem`) move bytes, and the publisher
-//! and consumer built on the port apply these rules.
+//! and consumer built on the port (`bus-client`) apply these rules.
 
 mod bus_error;
 mod compatibility;
