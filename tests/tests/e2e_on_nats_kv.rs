@@ -2,11 +2,10 @@
 //! and demo nodes as separate OS processes. Active-passive: SIGKILL of the leader and a restart
 //! of the killed node, SIGSTOP past the TTL, graceful step-down. Ring: 3 nodes, then 4, then 2.
 //!
-//! NATS KV cannot fence a write to another bucket than the fence key's (`put_if_held` is
-//! unsupported across buckets, docs/coordination-nats.md): the ledger's term writes its
-//! heartbeats and its straggler next to its election key instead, where the store fences them in
-//! one operation, so a write after losing the term is one the store can refuse, and must. The
-//! ring runs owned work: its items sit next to the claims.
+//! Every namespace of an app shares one bucket on NATS KV, so the ledger's writes to its key
+//! space are fenced by its election key in one conditioned publish: the old leader's heartbeats
+//! and its straggler after losing the term are writes the store can refuse, and must. The ring
+//! runs owned work, fenced by the partition claims.
 
 mod common;
 

@@ -173,10 +173,7 @@ impl ClaimStore for NatsCoordinator {
                 {
                     Ok(seq) => {
                         // Handed over: the old lease's renewal drops the key quietly.
-                        self.leases().let_go(crate::lease_table::BoundKey {
-                            bucket: claim.resource.namespace().bucket(),
-                            name: claim.resource.name().to_owned(),
-                        });
+                        self.leases().let_go(crate::layout::place(&claim.resource));
                         return Ok(OwnershipClaim {
                             resource: claim.resource.clone(),
                             owner: to.clone(),

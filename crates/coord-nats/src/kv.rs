@@ -19,7 +19,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::error::JsFailure;
 use crate::jetstream_kv::{Condition, Stored, Write};
 use crate::lease_table::BoundKey;
-use crate::{NatsCoordinator, contention, watch};
+use crate::{NatsCoordinator, contention, layout, watch};
 
 /// How often a conditional write is retried when the key moved under it.
 const ATTEMPTS: usize = 5;
@@ -35,10 +35,7 @@ pub(crate) enum TermDeleted {
 
 /// The bucket-and-name of a key.
 pub(crate) fn bound_key(key: &Key) -> BoundKey {
-    BoundKey {
-        bucket: key.namespace().bucket(),
-        name: key.name().to_owned(),
-    }
+    layout::place(key)
 }
 
 /// Our entry for a stored message of `key`, if it holds a value.
@@ -82,8 +79,9 @@ impl NatsCoordinator {
         op: Operation,
         deadline: Instant,
     ) -> CoordResult<Option<Stored>> {
+        let at = layout::place(key);
         self.kv()
-            .last(&key.namespace().bucket(), key.name(), deadline)
+            .last(&at.bucket, &at.name, deadline)
             .await
             .map_err(|e| e.into_coord(op))
     }
@@ -99,11 +97,11 @@ impl NatsCoordinator {
         op: Operation,
         deadline: Instant,
     ) -> CoordResult<u64> {
-        let bucket = key.namespace().bucket();
+        let at = layout::place(key);
         let base = Write {
             ttl: binding.map(|(_, ttl)| ttl),
             lease: binding.map(|(lease, _)| lease),
-            ..Write::value(&bucket, key.name(), value)
+            ..Write::value(&at.bucket, &at.name, value)
         };
         match expect {
             Expect::Any => self
@@ -167,15 +165,12 @@ impl NatsCoordinator {
         seq: u64,
         deadline: Instant,
     ) -> Result<u64, JsFailure> {
-        let bucket = key.namespace().bucket();
-        let write = Write::tombstone(&bucket, key.name(), self.kv().config.tombstone_ttl)
+        let at = layout::place(key);
+        let write = Write::tombstone(&at.bucket, &at.name, self.kv().config.tombstone_ttl)
             .when(Condition::LastSeq(seq));
         let written = self.kv().publish(&write, deadline).await;
         if written.is_ok() {
-            self.leases().let_go(BoundKey {
-                bucket,
-                name: key.name().to_owned(),
-            });
+            self.leases().let_go(at);
         }
         written
     }
@@ -270,7 +265,8 @@ impl NatsCoordinator {
         deadline: Instant,
     ) -> CoordResult<u64> {
         let op = Operation::Write;
-        let bucket = key.namespace().bucket();
+        let at = layout::place(key);
+        let fence_at = layout::place(&fence.key);
         for _ in 0..ATTEMPTS {
             let stored = self.read(&fence.key, op, deadline).await?;
             let current = stored
@@ -288,8 +284,8 @@ impl NatsCoordinator {
             };
             // One publish, conditioned on the fence key's last sequence: the message at that
             // sequence carries the fence's term, so the condition holding means the term stands.
-            let write = Write::value(&bucket, key.name(), value.clone())
-                .when(Condition::OtherLastSeq(fence.key.name(), fence_seq));
+            let write = Write::value(&at.bucket, &at.name, value.clone())
+                .when(Condition::OtherLastSeq(&fence_at.name, fence_seq));
             match self.kv().publish(&write, deadline).await {
                 Ok(seq) => return Ok(seq),
                 // A renewal (or a new term) moved the fence key: read it again.
@@ -354,11 +350,11 @@ impl KvStore for NatsCoordinator {
         .await
     }
 
-    /// Within one bucket: one publish conditioned on the fence key's last sequence
-    /// (`Nats-Expected-Last-Subject-Sequence-Subject`). Across buckets: `Unsupported`, as
-    /// `capabilities().put_if_held` says; see the crate docs.
+    /// Within one bucket (every namespace of one app): one publish conditioned on the fence
+    /// key's last sequence (`Nats-Expected-Last-Subject-Sequence-Subject`). Across buckets:
+    /// `Unsupported`, as `capabilities().put_if_held` says; see the crate docs.
     async fn put_if_held(&self, key: &Key, value: Vec<u8>, fence: &Fence) -> CoordResult<Revision> {
-        if key.namespace().bucket() != fence.key.namespace().bucket() {
+        if layout::bucket(key.namespace()) != layout::bucket(fence.key.namespace()) {
             return Err(CoordError::Unsupported {
                 operation: "put_if_held",
                 backend: "nats",

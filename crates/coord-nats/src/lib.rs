@@ -1,7 +1,8 @@
 //! Coordinator adapter over NATS JetStream KV.
 //!
-//! Implements `cluster_core`'s coordination port on JetStream KV buckets (one stream per
-//! namespace, named by `Namespace::bucket()`), with per-message TTL and subject delete markers
+//! Implements `cluster_core`'s coordination port on JetStream KV buckets (one stream per app,
+//! holding every namespace of that app, and one per platform-wide namespace; see `layout`), with
+//! per-message TTL and subject delete markers
 //! (nats-server 2.11+), so that a lease running out is a delete every watcher sees:
 //!
 //! | port | NATS JetStream KV |
@@ -11,7 +12,7 @@
 //! | reads | `STREAM.MSG.GET` (direct get is off: reads go to the stream leader) |
 //! | watch | an ephemeral push consumer (`DeliverLastPerSubject`) for the snapshot and the changes; renewals are not reported; after any gap a new consumer and a new snapshot (`LatestValue`) |
 //! | claims, election, lock | create-if-absent bound to the lease; the token is the revision of the create that began the term, kept in a `Coord-Term` header by every renewal |
-//! | `put_if_held` | only within one bucket (a publish conditioned on the fence key's last sequence); across buckets `Unsupported`: no JetStream operation spans two streams |
+//! | `put_if_held` | within one bucket, so within one app: a publish conditioned on the fence key's last sequence; across buckets (another app, a platform-wide namespace) `Unsupported`: no JetStream operation spans two streams |
 //!
 //! Every call has a deadline ([`NatsConfig::call_timeout`]); a store that does not answer gives
 //! `Unavailable`, never a hang. See `docs/coordination-nats.md` for the lease arithmetic.
@@ -24,6 +25,7 @@ mod election;
 mod error;
 mod jetstream_kv;
 mod kv;
+mod layout;
 mod lease_table;
 mod watch;
 

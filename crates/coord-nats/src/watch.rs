@@ -31,10 +31,10 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::NatsCoordinator;
 use crate::error::JsFailure;
 use crate::jetstream_kv::{Stored, StoredState, stream_name};
 use crate::kv::entry;
+use crate::{NatsCoordinator, layout};
 
 const HDR_LAST_CONSUMER: &str = "Nats-Last-Consumer";
 const HDR_CONSUMER_STALLED: &str = "Nats-Consumer-Stalled";
@@ -55,14 +55,17 @@ impl Scope {
             WatchTarget::Key(k) => k.namespace().clone(),
             WatchTarget::Prefix(p) => p.namespace().clone(),
         };
-        let bucket = ns.bucket();
+        let bucket = layout::bucket(&ns);
         let filter = match &target {
-            WatchTarget::Key(k) => format!("$KV.{bucket}.{}", k.name()),
+            WatchTarget::Key(k) => format!("$KV.{bucket}.{}", layout::place(k).name),
             // Narrow the filter to whole subject tokens of the prefix; the rest is matched here.
-            WatchTarget::Prefix(p) => match p.name_prefix().rfind('.') {
-                Some(dot) => format!("$KV.{bucket}.{}>", &p.name_prefix()[..=dot]),
-                None => format!("$KV.{bucket}.>"),
-            },
+            WatchTarget::Prefix(p) => {
+                let stored = layout::stored_prefix(p);
+                match stored.rfind('.') {
+                    Some(dot) => format!("$KV.{bucket}.{}>", &stored[..=dot]),
+                    None => format!("$KV.{bucket}.>"),
+                }
+            }
         };
         Scope {
             ns,
@@ -73,7 +76,8 @@ impl Scope {
     }
 
     fn key(&self, subject: &str) -> Option<Key> {
-        let name = subject.strip_prefix(&format!("$KV.{}.", self.bucket))?;
+        let stored = subject.strip_prefix(&format!("$KV.{}.", self.bucket))?;
+        let name = layout::key_name(&self.ns, stored)?;
         let key = Key::new(self.ns.clone(), name).ok()?;
         self.target.matches(&key).then_some(key)
     }

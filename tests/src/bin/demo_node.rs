@@ -248,28 +248,19 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A write fenced by `fence`: in the app's key space, or, on a store that cannot condition a
-/// write there on the election key (NATS KV: another bucket), next to the election key, where
-/// the store fences it in one operation. Either way the store refuses it once the term is over.
+/// A write to the app's key space fenced by `fence` (the term's election key): the store refuses
+/// it once the term is over, on every backend.
 async fn fenced_write(
     ctx: &cluster_runtime::AppContext,
     fence: &Fence,
     name: &str,
     value: &str,
 ) -> Result<(), CoordError> {
-    match ctx.kv().fenced(fence.clone()).put(name, value).await {
-        Err(CoordError::Unsupported { .. }) => {
-            let key = cluster_core::coordination::Key::new(
-                fence.key.namespace().clone(),
-                format!("ledger-{name}"),
-            )?;
-            ctx.coordinator()
-                .put_if_held(&key, value.as_bytes().to_vec(), fence)
-                .await
-                .map(|_| ())
-        }
-        other => other.map(|_| ()),
-    }
+    ctx.kv()
+        .fenced(fence.clone())
+        .put(name, value)
+        .await
+        .map(|_| ())
 }
 
 /// The outcome of a fenced write, as a history event.
