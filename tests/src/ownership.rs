@@ -172,7 +172,6 @@ mod tests {
             partition: Some(partition),
             detail: None,
             mono_ns: at_ms * 1_000_000,
-            ..Record::default()
         }
     }
 

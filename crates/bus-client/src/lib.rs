@@ -11,7 +11,7 @@
 //!   dedup and order record is committed in the same SQLite transaction as the
 //!   [`EventHandler`]'s effect; stale epochs, unknown majors and malformed events go to the
 //!   dead-letter subject with the reason.
-//! - [`Topology`]: the platform's streams (events, dead letters, audit), named in one place.
+//! - [`Topology`] (re-exported from `cluster_core::event`): the platform's streams.
 //! - [`metric_definitions`]: every metric by its exact name.
 //!
 //! Durability: an acknowledged event is durable only if the bus makes it so (on NATS: a stream
@@ -30,10 +30,11 @@ mod publisher;
 mod publisher_config;
 mod sequence_store;
 mod sqlite;
-mod topology;
 
 /// The error of [`Publisher::drain_shard`] (defined with the port).
 pub use cluster_core::event::DrainTimeout;
+/// The platform's streams (defined with the port, so the runtime names them the same way).
+pub use cluster_core::event::{Durability, Topology};
 pub use consumer::{Consumer, ConsumerError};
 pub use consumer_config::ConsumerConfig;
 pub use event_handler::{EventHandler, HandlerError};
@@ -43,4 +44,3 @@ pub use publish_error::PublishError;
 pub use publisher::{Delivered, OpenError, PublishReceipt, Publisher, PublisherStatus};
 pub use publisher_config::{PublisherConfig, WhenFull};
 pub use sequence_store::SequenceStore;
-pub use topology::{Durability, Topology};

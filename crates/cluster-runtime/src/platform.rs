@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cluster_core::coordination::{Coordinator, Key, LockHold, MemberInfo, MembershipEvent};
-use cluster_core::event::{EventBus, StreamSpec, Subjects};
+use cluster_core::event::{Durability, EventBus, Subjects, Topology};
 use cluster_core::ids::{NodeId, PlatformName};
 use cluster_core::naming::{Namespace, NamespaceKind, namespace};
 use coord_client::{LostReason, Session};
@@ -47,6 +47,7 @@ pub struct PlatformBuilder {
     coordinator: Option<Arc<dyn Coordinator>>,
     bus: Option<Arc<dyn EventBus>>,
     subject_prefix: String,
+    durability: Durability,
     address: String,
     labels: BTreeMap<String, String>,
     timing: Timing,
@@ -81,6 +82,14 @@ impl PlatformBuilder {
     /// The subject prefix on the event bus (default `cluster`).
     pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.subject_prefix = prefix.into();
+        self
+    }
+
+    /// Copies kept of the platform streams this node creates, the audit stream
+    /// `{PREFIX}_AUDIT` (default [`Durability::SingleServer`]). Give the same value the
+    /// publishers' [`Topology`] uses, or the two would keep re-setting the stream's replicas.
+    pub fn stream_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
         self
     }
 
@@ -179,7 +188,7 @@ impl PlatformBuilder {
                 node,
                 coord,
                 bus: self.bus,
-                subjects,
+                topology: Topology::new(subjects, self.durability),
                 address: self.address,
                 labels: self.labels,
                 timing,
@@ -233,7 +242,8 @@ pub(crate) struct Inner {
     pub(crate) node: NodeId,
     pub(crate) coord: Arc<dyn Coordinator>,
     bus: Option<Arc<dyn EventBus>>,
-    subjects: Subjects,
+    /// The platform's streams and subjects.
+    topology: Topology,
     address: String,
     labels: BTreeMap<String, String>,
     pub(crate) timing: Timing,
@@ -337,6 +347,7 @@ impl Platform {
             coordinator: None,
             bus: None,
             subject_prefix: "cluster".to_owned(),
+            durability: Durability::SingleServer,
             address: String::new(),
             labels: BTreeMap::new(),
             timing: Timing::default(),
@@ -510,7 +521,7 @@ impl Platform {
         let bus = tokio::runtime::Handle::try_current()
             .ok()
             .and(self.inner.bus.clone())
-            .map(|b| (b, self.inner.subjects.clone()));
+            .map(|b| (b, self.inner.topology.subjects.clone()));
         let audit = Audit::new(self.inner.name.as_str(), self.inner.node.as_str(), bus);
         *slot = Some(audit.clone());
         audit
@@ -552,14 +563,10 @@ impl Platform {
         let inner = &self.inner;
         crate::http::install_recorder();
         let audit = self.audit_sink();
-        if let Some(bus) = &inner.bus {
-            let spec = StreamSpec::new(
-                format!("{}_audit", inner.name.as_str().replace('-', "_")),
-                vec![inner.subjects.all_audit()],
-            );
-            if let Err(e) = bus.ensure_stream(&spec).await {
-                tracing::warn!(error = %e, "audit stream not available; audit events stay local");
-            }
+        if let Some(bus) = &inner.bus
+            && let Err(e) = bus.ensure_stream(&inner.topology.audit_spec()).await
+        {
+            tracing::warn!(error = %e, "audit stream not available; audit events stay local");
         }
         let stop = CancellationToken::new();
         let first = self.join().await?;

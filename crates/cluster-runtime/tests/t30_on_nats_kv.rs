@@ -133,3 +133,69 @@ async fn runtime_on_nats_kv_fails_over_and_rebalances() {
         n.running.stop().await.unwrap();
     }
 }
+
+/// The runtime's audit events land in the stream the topology names (`{PREFIX}_AUDIT`), the
+/// one publishers, consumers and operators provision and read, not in a second stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_land_in_the_stream_the_topology_names() {
+    use cluster_core::event::{Durability, EventBus, Subjects, Topology};
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let nats = NatsServer::start().await.unwrap();
+    let bus: Arc<dyn EventBus> = Arc::new(
+        bus_nats::NatsEventBus::connect(bus_nats::NatsBusConfig::new(nats.url()))
+            .await
+            .unwrap(),
+    );
+    let store = coord_mem::MemCoordinator::new();
+    let platform = Platform::builder("audit-check", "n1")
+        .coordinator(Arc::new(store.connect()) as Arc<dyn Coordinator>)
+        .event_bus(bus.clone())
+        .subject_prefix("auditp")
+        .lease_ttl(Duration::from_secs(2))
+        .lease_margin(Duration::from_millis(700))
+        .build()
+        .unwrap();
+    let app = platform
+        .register(App::builder("ledger").active_passive().build().unwrap())
+        .unwrap();
+    let running = common::Running::spawn(&platform);
+    eventually("n1 leads", || app.election().is_leader()).await;
+
+    let topology = Topology::new(Subjects::new("auditp").unwrap(), Durability::SingleServer);
+    assert_eq!(topology.audit_stream(), "AUDITP_AUDIT");
+    // The leader_acquired record reaches the stream (the sink is asynchronous).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Ok(Some(m)) = bus.read(&topology.audit_stream(), 1).await {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit event in {}",
+            topology.audit_stream()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        first.subject.starts_with("auditp.audit."),
+        "audit event on {}",
+        first.subject
+    );
+    let mut subjects = Vec::new();
+    let mut seq = 1;
+    while let Ok(Some(m)) = bus.read(&topology.audit_stream(), seq).await {
+        subjects.push(m.subject);
+        seq += 1;
+    }
+    assert!(
+        subjects.iter().any(|s| s == "auditp.audit.leader_acquired"),
+        "no leader_acquired among {subjects:?}"
+    );
+    // No second audit stream under the platform's name.
+    assert!(
+        bus.read("audit_check_audit", 1).await.is_err(),
+        "a second audit stream exists"
+    );
+    running.stop().await.unwrap();
+}

@@ -162,7 +162,10 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.nats {
         let bus =
             bus_nats::NatsEventBus::connect(bus_nats::NatsBusConfig::new(url.clone())).await?;
-        builder = builder.event_bus(Arc::new(bus));
+        // Subjects (and so the platform's stream names) under the platform's own prefix.
+        builder = builder
+            .event_bus(Arc::new(bus))
+            .subject_prefix(&args.platform);
     }
     let platform = builder
         .address(format!("pid-{}", std::process::id()))
@@ -573,7 +576,12 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("demo: all nodes stopped gracefully");
     if let Some(url) = &args.nats {
-        let stream = format!("{}_audit", cluster.settings().platform.replace('-', "_"));
+        let subjects = cluster_core::event::Subjects::new(cluster.settings().platform.clone())?;
+        let stream = cluster_core::event::Topology::new(
+            subjects,
+            cluster_core::event::Durability::SingleServer,
+        )
+        .audit_stream();
         let runtime = tokio::runtime::Runtime::new()?;
         let messages = runtime.block_on(async {
             let client = async_nats::connect(url.as_str()).await?;

@@ -12,6 +12,7 @@
 //! | [`EventBus`] | the port: durable, deduplicating publish and durable consumers |
 //! | [`OutgoingEvent`] | what callers give a publisher |
 //! | [`ShardOutbox`], [`DrainTimeout`] | what a partition's owner drains before a graceful release |
+//! | [`Topology`], [`Durability`] | the platform's streams (events, dead letters, audit), named once |
 //!
 //! Nothing here does I/O: the adapters (`bus-nats`, `bus-mem`) move bytes, and the publisher
 //! and consumer built on the port (`bus-client`) apply these rules.
@@ -29,6 +30,7 @@ mod schema_registry;
 mod shard_outbox;
 mod subject;
 mod timestamp;
+mod topology;
 
 pub use bus_error::{BusError, BusErrorSource, BusOperation};
 pub use compatibility::{
@@ -59,3 +61,4 @@ pub use subject::{
     SubjectToken, Subjects,
 };
 pub use timestamp::{Timestamp, TimestampError};
+pub use topology::{Durability, Topology};

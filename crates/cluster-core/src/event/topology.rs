@@ -1,11 +1,15 @@
 //! `Topology`: the platform's streams, named and configured in one place.
+//!
+//! Every component that creates or reads a platform stream (the runtime's audit sink, the
+//! publisher's and consumer's set-up, the tests) takes its name and spec from here, so one
+//! stream never goes by two names.
 
 use std::time::Duration;
 
-use cluster_core::event::BusError;
-use cluster_core::event::EventBus;
-use cluster_core::event::StreamSpec;
-use cluster_core::event::Subjects;
+use super::BusError;
+use super::EventBus;
+use super::StreamSpec;
+use super::Subjects;
 
 /// How many copies JetStream keeps of each event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,31 +64,38 @@ impl Topology {
         format!("{}_AUDIT", self.upper())
     }
 
-    /// The stream specs.
-    pub fn streams(&self) -> Vec<StreamSpec> {
-        let replicas = match self.durability {
-            Durability::Replicated => 3,
-            Durability::SingleServer => 1,
-        };
-        let spec = |name: String, subjects| StreamSpec {
-            replicas,
+    fn spec(&self, name: String, subjects: Vec<super::SubjectFilter>) -> StreamSpec {
+        StreamSpec {
+            replicas: match self.durability {
+                Durability::Replicated => 3,
+                Durability::SingleServer => 1,
+            },
             duplicate_window: self.duplicate_window,
             ..StreamSpec::new(name, subjects)
-        };
+        }
+    }
+
+    /// The audit stream's spec: `{PREFIX}_AUDIT` over `{prefix}.audit.>`.
+    pub fn audit_spec(&self) -> StreamSpec {
+        self.spec(self.audit_stream(), vec![self.subjects.all_audit()])
+    }
+
+    /// The stream specs.
+    pub fn streams(&self) -> Vec<StreamSpec> {
         vec![
-            spec(
+            self.spec(
                 self.events_stream(),
                 vec![self.subjects.all_lifecycle(), self.subjects.all_platform()],
             ),
-            spec(
+            self.spec(
                 self.dead_letter_stream(),
                 vec![self.subjects.all_dead_letters()],
             ),
-            spec(self.audit_stream(), vec![self.subjects.all_audit()]),
+            self.audit_spec(),
         ]
     }
 
-    /// Creates or updates every stream (idempotent).
+    /// Creates or updates every stream through the port (idempotent).
     pub async fn provision(&self, bus: &dyn EventBus) -> Result<(), BusError> {
         for spec in self.streams() {
             bus.ensure_stream(&spec).await?;
