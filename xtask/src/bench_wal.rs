@@ -5,10 +5,18 @@
 //! as `bench wal-replicator`), Litestream at its defaults, and Litestream with
 //! `monitor-interval` and `sync-interval` at 10 ms (our poll interval). Workloads: small write
 //! transactions at 1,000/s for `WAL_BENCH_SECONDS` (60), then a bulk load of about
-//! `WAL_BENCH_BULK_MIB` (1024) MiB. Reported: lag from commit to the next object listed in the
-//! bucket (p50/p99; objects are seen on the bucket's metadata subject as they are stored),
-//! replicator CPU seconds, bytes stored, and the time to restore the result.
+//! `WAL_BENCH_BULK_MIB` (1024) MiB. Reported: commit-to-object lag, per commit, to the moment
+//! the object that contains it is stored (p50/p99; objects are seen on the bucket's metadata
+//! subject as they are stored), replicator CPU seconds, bytes stored, and the time to restore
+//! the result from NATS. A contender whose restore fails fails the bench.
+//!
+//! Which object contains a commit: ours, the segment whose transactions include it (segments
+//! are contiguous and each header counts its transactions); Litestream, the L0 LTX file whose
+//! header's WAL range (salts, offset, size) covers the commit's frame, read from the
+//! `-shm` wal-index header right after the commit.
 
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,11 +25,11 @@ use anyhow::Context;
 use bus_nats::{NatsBusConfig, NatsObjectStore, ObjectBucketSpec};
 use cluster_core::ids::{AppName, FencingToken, PlatformName};
 use cluster_core::naming::{NamespaceKind, namespace};
-use cluster_core::object_store::ObjectStore;
+use cluster_core::object_store::{ObjectName, ObjectStore};
 use futures::StreamExt;
 use wal_sqlite::{
     GenerationRegistry, ReplicationConfig, ReplicationStores, ReplicationTerm, Replicator, Restore,
-    RestoreTarget, StartFrom,
+    RestoreTarget, SegmentHeader, StartFrom,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -53,11 +61,140 @@ struct Outcome {
     kind: Kind,
     lag_p50: Duration,
     lag_p99: Duration,
+    /// Commits whose containing object was found (of all commits of the first workload).
+    matched: (usize, usize),
     cpu: f64,
     bytes: u64,
-    /// `None` when the restore failed (reported, the other contenders still run).
-    restore: Option<Duration>,
+    /// Ours: plain and stored bytes of the segments and snapshots it shipped.
+    compression: Option<(u64, u64)>,
+    restore: Duration,
     db_bytes: u64,
+}
+
+/// Where a commit ended in the WAL: the wal-index header right after it.
+#[derive(Clone, Copy)]
+struct WalPoint {
+    salts: (u32, u32),
+    /// `mxFrame`: the commit's frame.
+    frame: u32,
+}
+
+/// Reads `mxFrame` and the salts from the `-shm` file's wal-index header.
+fn wal_point(shm: &std::fs::File) -> std::io::Result<WalPoint> {
+    let mut hdr = [0u8; 48];
+    shm.read_exact_at(&mut hdr, 0)?;
+    let word = |at: usize| [hdr[at], hdr[at + 1], hdr[at + 2], hdr[at + 3]];
+    Ok(WalPoint {
+        // The salts are the WAL header's bytes, copied as they are; mxFrame is native.
+        salts: (u32::from_be_bytes(word(32)), u32::from_be_bytes(word(36))),
+        frame: u32::from_ne_bytes(word(16)),
+    })
+}
+
+/// Every object name stored in the bucket, with the time its metadata was seen.
+type Arrivals = Arc<Mutex<Vec<(Instant, String)>>>;
+
+/// The objects of `store` whose names pass `keep`, with their bytes (16 gets at a time).
+async fn fetch_all(
+    store: &NatsObjectStore,
+    keep: impl Fn(&str) -> bool,
+) -> anyhow::Result<Vec<(ObjectName, Vec<u8>)>> {
+    let names: Vec<ObjectName> = store
+        .list("")
+        .await?
+        .into_iter()
+        .map(|i| i.name)
+        .filter(|n| keep(n.as_str()))
+        .collect();
+    futures::stream::iter(names)
+        .map(|name| async move {
+            let object = store
+                .get(&name)
+                .await?
+                .with_context(|| format!("{name} listed but gone"))?;
+            Ok::<_, anyhow::Error>((name, object.data))
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// For each commit of ours, when the segment holding it was stored: segments are contiguous,
+/// so commit k is in the first segment whose running transaction count reaches k.
+async fn containing_ours(
+    store: &NatsObjectStore,
+    commits: usize,
+    arrived: &HashMap<String, Instant>,
+) -> anyhow::Result<Vec<Option<Instant>>> {
+    let mut segments: Vec<(SegmentHeader, String)> = Vec::new();
+    for (name, data) in fetch_all(store, |n| n.contains("/seg/")).await? {
+        let header = SegmentHeader::from_stored(&data).with_context(|| format!("{name}"))?;
+        segments.push((header, name.as_str().to_owned()));
+    }
+    segments.sort_by_key(|(h, _)| (h.generation, h.index));
+    let total: u64 = segments
+        .iter()
+        .map(|(h, _)| u64::from(h.transactions))
+        .sum();
+    // Transactions before the first workload commit (none expected: the base snapshot holds
+    // the setup) are skipped.
+    let before = total.saturating_sub(commits as u64);
+    let mut out = Vec::with_capacity(commits);
+    let mut upto = 0u64;
+    for (header, name) in &segments {
+        upto += u64::from(header.transactions);
+        while (out.len() as u64) + before < upto && out.len() < commits {
+            out.push(arrived.get(name).copied());
+        }
+    }
+    out.resize(commits, None);
+    Ok(out)
+}
+
+/// An L0 LTX file's WAL range (offset, size) and when it was stored, kept by WAL salts.
+type LtxRange = (u64, u64, Option<Instant>);
+
+/// For each commit of Litestream, when the L0 LTX file whose WAL range covers it was stored.
+async fn containing_litestream(
+    store: &NatsObjectStore,
+    points: &[WalPoint],
+    page_size: u64,
+    arrived: &HashMap<String, Instant>,
+) -> anyhow::Result<Vec<Option<Instant>>> {
+    let mut ranges: HashMap<(u32, u32), Vec<LtxRange>> = HashMap::new();
+    for (name, data) in fetch_all(store, |n| n.contains("ltx/0/")).await? {
+        // LTX header (big-endian): magic "LTX1", ..., WALOffset at 48, WALSize at 56,
+        // WALSalt1 at 64, WALSalt2 at 68.
+        anyhow::ensure!(
+            data.len() >= 100 && &data[..4] == b"LTX1",
+            "{name} is not an LTX file"
+        );
+        let u64_at =
+            |at: usize| u64::from_be_bytes(data[at..at + 8].try_into().unwrap_or_default());
+        let u32_at =
+            |at: usize| u32::from_be_bytes(data[at..at + 4].try_into().unwrap_or_default());
+        ranges.entry((u32_at(64), u32_at(68))).or_default().push((
+            u64_at(48),
+            u64_at(56),
+            arrived.get(name.as_str()).copied(),
+        ));
+    }
+    for r in ranges.values_mut() {
+        r.sort_by_key(|(offset, _, _)| *offset);
+    }
+    Ok(points
+        .iter()
+        .map(|p| {
+            // The commit frame ends at this WAL byte offset.
+            let end = 32 + u64::from(p.frame) * (24 + page_size);
+            let r = ranges.get(&p.salts)?;
+            let i = r.partition_point(|(offset, _, _)| *offset < end);
+            let (offset, size, at) = r.get(i.checked_sub(1)?)?;
+            (end <= offset + size).then_some(*at)?
+        })
+        .collect())
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -75,8 +212,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn secs(d: Option<Duration>) -> String {
-    d.map_or("failed".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()))
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
 }
 
 fn ms(d: Duration) -> String {
@@ -157,7 +298,19 @@ pub(crate) async fn replicator_child() -> anyhow::Result<()> {
     )
     .await?;
     println!("READY");
-    replicator.stopped().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = replicator.stopped() => {}
+        _ = term.recv() => {
+            let s = replicator.stats();
+            let (snap_plain, snap_stored) = s.last_snapshot_bytes.unwrap_or((0, 0));
+            println!(
+                "STATS {} {}",
+                s.plain_bytes_shipped + snap_plain,
+                s.bytes_shipped + snap_stored
+            );
+        }
+    }
     Ok(())
 }
 
@@ -222,6 +375,45 @@ fn spawn_contender(
     }
 }
 
+/// Lets the bucket's stream have more consumers than nats-server's default of 1,000 per stream
+/// (2.15+; zero or -1 mean that default): a Litestream restore opens every LTX file of its
+/// plan at once, each read an ordered consumer, and more than 1,000 files fail the restore
+/// with "maximum consumers limit reached".
+async fn raise_consumer_limit(client: &async_nats::Client, bucket: &str) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream(format!("OBJ_{bucket}")).await?;
+    let mut config = stream.info().await?.config.clone();
+    config.max_consumers = 1_000_000;
+    js.update_stream(config)
+        .await
+        .context("raising the stream's consumer limit")?;
+    Ok(())
+}
+
+/// Runs `litestream restore` into `dest`; its output on failure.
+fn litestream_restore(yml: &Path, db: &Path, dest: &Path) -> anyhow::Result<()> {
+    let bin = testkit::tools::Tool::Litestream
+        .find()
+        .context("litestream")?;
+    let out = std::process::Command::new(bin)
+        .args(["restore", "-config"])
+        .arg(yml)
+        .arg("-o")
+        .arg(dest)
+        .arg(db)
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+    anyhow::bail!(
+        "litestream restore failed ({}):\n{}",
+        out.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
 async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Result<Outcome> {
     let dir = std::env::temp_dir().join(format!(
         "xtask-bench-wal-{}-{}",
@@ -230,34 +422,77 @@ async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Resu
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    let result = run_in(kind, &dir, url, seconds, bulk_mib).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(
+    kind: Kind,
+    dir: &Path,
+    url: &str,
+    seconds: u64,
+    bulk_mib: u64,
+) -> anyhow::Result<Outcome> {
     let db = dir.join("bench.db");
     let conn = open_db(&db)?;
     conn.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])?;
+    let page_size: u64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, u32>(0))?
+        .into();
     // Buckets exist before either replicator starts (Litestream requires it).
     let wal_store =
         NatsObjectStore::connect(config(url), &ObjectBucketSpec::new(kind.bucket())).await?;
     let client = async_nats::connect(url).await?;
-    let arrivals = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    if kind != Kind::Ours {
+        raise_consumer_limit(&client, kind.bucket()).await?;
+    }
+    let arrivals: Arrivals = Arc::new(Mutex::new(Vec::new()));
     let mut meta = client
         .subscribe(format!("$O.{}.M.>", kind.bucket()))
         .await?;
     let seen = arrivals.clone();
     let watcher = tokio::spawn(async move {
-        while meta.next().await.is_some() {
-            seen.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Instant::now());
+        while let Some(message) = meta.next().await {
+            let at = Instant::now();
+            let Ok(info) = serde_json::from_slice::<serde_json::Value>(&message.payload) else {
+                continue;
+            };
+            if info["deleted"].as_bool() == Some(true) {
+                continue;
+            }
+            if let Some(name) = info["name"].as_str() {
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((at, name.to_owned()));
+            }
         }
     });
-    let (mut child, yml) = spawn_contender(kind, &dir, &db, url)?;
+    let (mut child, yml) = spawn_contender(kind, dir, &db, url)?;
     let pid = child.id();
+    // Our replicator's stdout, line by line: READY, then STATS when it is stopped.
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     if let Some(stdout) = child.stdout.take() {
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let ready = tokio::task::spawn_blocking(move || {
-            lines.any(|l| l.map(|l| l.contains("READY")).unwrap_or(false))
-        })
-        .await?;
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = tokio::task::block_in_place(|| {
+            loop {
+                match lines_rx.recv_timeout(Duration::from_secs(30)) {
+                    Ok(line) if line.contains("READY") => break true,
+                    Ok(_) => {}
+                    Err(_) => break false,
+                }
+            }
+        });
         anyhow::ensure!(ready, "our replicator did not start");
     } else {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -275,9 +510,10 @@ async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Resu
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu_before = cpu_seconds(pid);
-    // Workload 1: 1,000 small transactions per second.
+    // Workload 1: 1,000 small transactions per second; each commit's time and WAL point.
+    let shm = std::fs::File::open(dir.join("bench.db-shm"))?;
     let commits = tokio::task::spawn_blocking(
-        move || -> anyhow::Result<(rusqlite::Connection, Vec<Instant>)> {
+        move || -> anyhow::Result<(rusqlite::Connection, Vec<(Instant, WalPoint)>)> {
             let mut commits = Vec::new();
             let start = Instant::now();
             let total = seconds * 1000;
@@ -288,7 +524,8 @@ async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Resu
                     std::thread::sleep(due - now);
                 }
                 conn.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])?;
-                commits.push(Instant::now());
+                let at = Instant::now();
+                commits.push((at, wal_point(&shm)?));
             }
             Ok((conn, commits))
         },
@@ -297,16 +534,31 @@ async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Resu
     let (conn, commits) = commits;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut lags: Vec<Duration> = {
-        let arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let arrived: HashMap<String, Instant> = arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            // The first store of a name is when it became readable.
+            .rev()
+            .map(|(at, name)| (name.clone(), *at))
+            .collect();
+        let stored = match kind {
+            Kind::Ours => containing_ours(&wal_store, commits.len(), &arrived).await?,
+            _ => {
+                let points: Vec<WalPoint> = commits.iter().map(|(_, p)| *p).collect();
+                containing_litestream(&wal_store, &points, page_size, &arrived).await?
+            }
+        };
         commits
             .iter()
-            .filter_map(|c| {
-                let i = arrivals.partition_point(|a| a < c);
-                arrivals.get(i).map(|a| *a - *c)
+            .zip(stored)
+            .filter_map(|((committed, _), stored)| {
+                stored.map(|s| s.saturating_duration_since(*committed))
             })
             .collect()
     };
     lags.sort();
+    let matched = (lags.len(), commits.len());
     // Workload 2: a bulk load in 4 MiB transactions.
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let rows_per_tx = 1000;
@@ -330,7 +582,7 @@ async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Resu
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .last()
-            .copied()
+            .map(|(at, _)| *at)
             .map_or(loaded, |l| l.max(loaded));
         if last.elapsed() > Duration::from_secs(5) {
             break;
@@ -343,6 +595,10 @@ async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Resu
     }
     let _ = child.wait();
     watcher.abort();
+    let compression = lines_rx.try_iter().find_map(|line| {
+        let mut words = line.strip_prefix("STATS ")?.split_whitespace();
+        Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+    });
     let js = async_nats::jetstream::new(client.clone());
     let mut bytes = 0;
     for bucket in [kind.bucket().to_owned(), format!("{}_snap", kind.bucket())] {
@@ -355,67 +611,44 @@ async fn run(kind: Kind, url: &str, seconds: u64, bulk_mib: u64) -> anyhow::Resu
         rusqlite::Connection::open(&db)?.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
     let dest = dir.join("restored.db");
     let started = Instant::now();
-    let restored = match &yml {
+    match &yml {
         None => {
             let s = stores(url, kind.bucket()).await?;
             Restore::new(s.wal, s.snapshots)
                 .run(RestoreTarget::Latest, &dest)
                 .await
-                .map(|_| ())
-                .map_err(anyhow::Error::from)
+                .with_context(|| format!("{}: restore failed", kind.label()))?;
         }
         Some(yml) => {
-            let bin = testkit::tools::Tool::Litestream
-                .find()
-                .context("litestream")?;
-            let status = std::process::Command::new(bin)
-                .args(["restore", "-config"])
-                .arg(yml)
-                .arg("-o")
-                .arg(&dest)
-                .arg(&db)
-                .status()?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!("litestream restore failed: {status}"))
-            }
+            let (yml, db, dest) = (yml.clone(), db.clone(), dest.clone());
+            tokio::task::spawn_blocking(move || litestream_restore(&yml, &db, &dest))
+                .await?
+                .with_context(|| format!("{}: restore failed", kind.label()))?;
         }
-    };
-    let restore = match restored {
-        Ok(()) => {
-            let elapsed = started.elapsed();
-            let rows: i64 = rusqlite::Connection::open(&dest)?.query_row(
-                "SELECT count(*) FROM t",
-                [],
-                |r| r.get(0),
-            )?;
-            anyhow::ensure!(
-                rows == expected,
-                "{}: restored {rows} rows of {expected}",
-                kind.label()
-            );
-            Some(elapsed)
-        }
-        Err(e) => {
-            println!("  restore failed: {e:#}");
-            None
-        }
-    };
+    }
+    let restore = started.elapsed();
+    let rows: i64 =
+        rusqlite::Connection::open(&dest)?.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    anyhow::ensure!(
+        rows == expected,
+        "{}: restored {rows} rows of {expected}",
+        kind.label()
+    );
     drop(wal_store);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(Outcome {
         kind,
         lag_p50: percentile(&lags, 0.5),
         lag_p99: percentile(&lags, 0.99),
+        matched,
         cpu,
         bytes,
+        compression,
         restore,
         db_bytes,
     })
 }
 
-/// Runs every contender on both workloads and prints the table.
+/// Runs every contender on both workloads and prints the table; fails if any contender did.
 pub(crate) async fn wal() -> anyhow::Result<()> {
     let seconds = env_u64("WAL_BENCH_SECONDS", 60);
     let bulk_mib = env_u64("WAL_BENCH_BULK_MIB", 1024);
@@ -427,25 +660,33 @@ pub(crate) async fn wal() -> anyhow::Result<()> {
         nats.version()
     );
     let mut outcomes = Vec::new();
+    let mut failures = Vec::new();
     for kind in [Kind::Ours, Kind::LitestreamDefault, Kind::LitestreamFast] {
         println!("running {}", kind.label());
-        let outcome = run(kind, &nats.url(), seconds, bulk_mib).await?;
-        println!(
-            "  lag p50 {} p99 {}, cpu {:.1} s, stored {:.1} MiB, restore {}",
-            ms(outcome.lag_p50),
-            ms(outcome.lag_p99),
-            outcome.cpu,
-            outcome.bytes as f64 / (1 << 20) as f64,
-            secs(outcome.restore)
-        );
-        outcomes.push(outcome);
+        match run(kind, &nats.url(), seconds, bulk_mib).await {
+            Ok(outcome) => {
+                println!(
+                    "  lag p50 {} p99 {} ({} of {} commits matched), cpu {:.1} s, stored {:.1} MiB, restore {}",
+                    ms(outcome.lag_p50),
+                    ms(outcome.lag_p99),
+                    outcome.matched.0,
+                    outcome.matched.1,
+                    outcome.cpu,
+                    mib(outcome.bytes),
+                    secs(outcome.restore)
+                );
+                outcomes.push(outcome);
+            }
+            Err(e) => {
+                println!("  FAILED: {e:#}");
+                failures.push((kind, e));
+            }
+        }
     }
     println!();
     println!(
         "| replicator | commit-to-object lag p50 | p99 | replicator CPU s (both workloads) | bytes stored | restore of the {:.0} MiB result |",
-        outcomes
-            .first()
-            .map_or(0.0, |o| o.db_bytes as f64 / (1 << 20) as f64)
+        outcomes.first().map_or(0.0, |o| mib(o.db_bytes))
     );
     println!("|---|---|---|---|---|---|");
     for o in &outcomes {
@@ -455,8 +696,52 @@ pub(crate) async fn wal() -> anyhow::Result<()> {
             ms(o.lag_p50),
             ms(o.lag_p99),
             o.cpu,
-            o.bytes as f64 / (1 << 20) as f64,
+            mib(o.bytes),
             secs(o.restore)
+        );
+    }
+    for (kind, _) in &failures {
+        println!(
+            "| {} | failed | failed | failed | failed | failed |",
+            kind.label()
+        );
+    }
+    if let Some(ours) = outcomes.iter().find(|o| o.kind == Kind::Ours) {
+        if let Some((plain, stored)) = ours.compression {
+            println!(
+                "\nours: segments and snapshots {:.1} MiB plain, {:.1} MiB compressed (ratio {:.2})",
+                mib(plain),
+                mib(stored),
+                plain as f64 / stored.max(1) as f64
+            );
+        }
+        for o in outcomes.iter().filter(|o| o.kind != Kind::Ours) {
+            println!(
+                "vs {}: bytes stored {:.2}x, restore {:.2}x faster",
+                o.kind.label(),
+                ours.bytes as f64 / o.bytes.max(1) as f64,
+                o.restore.as_secs_f64() / ours.restore.as_secs_f64().max(1e-9)
+            );
+        }
+    }
+    for o in &outcomes {
+        anyhow::ensure!(
+            o.matched.0 * 100 >= o.matched.1 * 99,
+            "{}: only {} of {} commits were found in a stored object",
+            o.kind.label(),
+            o.matched.0,
+            o.matched.1
+        );
+    }
+    if !failures.is_empty() {
+        let all: Vec<String> = failures
+            .iter()
+            .map(|(kind, e)| format!("{}: {e:#}", kind.label()))
+            .collect();
+        anyhow::bail!(
+            "{} contender(s) failed:\n{}",
+            failures.len(),
+            all.join("\n")
         );
     }
     Ok(())

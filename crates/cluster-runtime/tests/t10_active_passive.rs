@@ -313,6 +313,14 @@ async fn store_outage_stops_every_leader_and_one_leads_again_after() {
         leaders(&nodes).len() == 1
     })
     .await;
+    // Every node joined and alive before the outage (a node that never joined is `joining`,
+    // not `dead`: it never had a session to lose).
+    eventually("all joined and alive", Duration::from_secs(10), || {
+        nodes
+            .iter()
+            .all(|n| n.platform.is_ready() && n.platform.node_health() == HealthState::Alive)
+    })
+    .await;
     let token = nodes
         .iter()
         .find_map(|n| n.app.election().fencing_token())
