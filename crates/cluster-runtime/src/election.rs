@@ -31,6 +31,7 @@ use crate::context::{ActiveContext, AppContext, LeaderChange, TermAuthority};
 use crate::error::RuntimeError;
 use crate::hooks::run_optional;
 use crate::metric_names;
+use crate::sessions::{Under, under};
 use crate::sqlite::SqliteRole;
 
 /// This node's role in an app.
@@ -276,14 +277,20 @@ pub(crate) async fn drive(
     let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
     role_tx.send_replace(Role::Passive);
     loop {
-        let session = tokio::select! {
-            _ = stop.cancelled() => break,
-            s = ctx.shared.sessions.alive() => s,
+        let Some(session) = ctx.shared.sessions.next_live(&stop).await else {
+            break;
         };
-        let campaign = tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = session.lost() => continue,
-            t = ctx.coordinator().campaign(&key, ctx.node().as_str(), session.lease()) => t,
+        let campaign = match under(
+            &session,
+            &stop,
+            ctx.coordinator()
+                .campaign(&key, ctx.node().as_str(), session.lease()),
+        )
+        .await
+        {
+            Under::Stopped => break,
+            Under::Lost => continue,
+            Under::Done(t) => t,
         };
         let term = match campaign {
             Ok(term) if session.is_alive() => term,

@@ -864,9 +864,8 @@ impl Platform {
                 // Settled again under every session: after a rejoin the app is not ready until
                 // its ring has its share again (or its role is decided).
                 loop {
-                    let session = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        s = app.ctx.shared.sessions.alive() => s,
+                    let Some(session) = app.ctx.shared.sessions.next_live(&stop).await else {
+                        return;
                     };
                     let settled = async {
                         match &ring {

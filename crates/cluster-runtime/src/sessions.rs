@@ -4,8 +4,21 @@
 //! When the session is lost the slot empties; drivers stop what the lease authorised and wait for
 //! the next session (with a new lease, re-registered) before campaigning or claiming again.
 
+use std::future::Future;
+
 use coord_client::Session;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How a step run under a session ended.
+pub(crate) enum Under<T> {
+    /// The driver was told to stop.
+    Stopped,
+    /// The session was lost first: what it authorised is void; wait for the next one.
+    Lost,
+    /// The step finished while the session was alive.
+    Done(T),
+}
 
 /// The slot holding the node's live session, if any.
 #[derive(Clone)]
@@ -37,6 +50,14 @@ impl SessionSlot {
         self.tx.borrow().clone()
     }
 
+    /// Waits for a live session; `None` once `stop` fires (every driver's loop starts here).
+    pub(crate) async fn next_live(&self, stop: &CancellationToken) -> Option<Session> {
+        tokio::select! {
+            _ = stop.cancelled() => None,
+            s = self.alive() => Some(s),
+        }
+    }
+
     /// Waits for a live session.
     pub(crate) async fn alive(&self) -> Session {
         let mut rx = self.tx.subscribe();
@@ -49,5 +70,19 @@ impl SessionSlot {
                 std::future::pending::<()>().await;
             }
         }
+    }
+}
+
+/// Runs `step` (a campaign, a claim) under `session`: abandoned as soon as `stop` fires or the
+/// session is lost, whichever comes first.
+pub(crate) async fn under<T>(
+    session: &Session,
+    stop: &CancellationToken,
+    step: impl Future<Output = T>,
+) -> Under<T> {
+    tokio::select! {
+        _ = stop.cancelled() => Under::Stopped,
+        _ = session.lost() => Under::Lost,
+        t = step => Under::Done(t),
     }
 }

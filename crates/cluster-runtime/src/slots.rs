@@ -21,6 +21,7 @@ use crate::app::AppHooks;
 use crate::context::{ActiveContext, AppContext, TermAuthority};
 use crate::election::Role;
 use crate::hooks::run_optional;
+use crate::sessions::{Under, under};
 
 /// Pool mode: active from the node's first session until it stops, store outages included.
 pub(crate) async fn drive_pool(
@@ -34,9 +35,8 @@ pub(crate) async fn drive_pool(
     let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
     role_tx.send_replace(Role::Passive);
     loop {
-        let session = tokio::select! {
-            _ = stop.cancelled() => break,
-            s = ctx.shared.sessions.alive() => s,
+        let Some(session) = ctx.shared.sessions.next_live(&stop).await else {
+            break;
         };
         let cancel = CancellationToken::new();
         role_tx.send_replace(Role::Active {
@@ -175,13 +175,13 @@ pub(crate) async fn drive_replicas(
     let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
     role_tx.send_replace(Role::Passive);
     loop {
-        let session = tokio::select! {
-            _ = stop.cancelled() => break,
-            s = ctx.shared.sessions.alive() => s,
+        let Some(session) = ctx.shared.sessions.next_live(&stop).await else {
+            break;
         };
-        let claimed = tokio::select! {
-            _ = stop.cancelled() => break,
-            c = claim_free_slot(&ctx, slots, &session) => c,
+        let claimed = match under(&session, &stop, claim_free_slot(&ctx, slots, &session)).await {
+            Under::Stopped => break,
+            Under::Lost => continue,
+            Under::Done(c) => c,
         };
         let (slot, claim) = match claimed {
             Ok(Some(held)) => held,

@@ -151,10 +151,16 @@ async fn one_leader_then_step_down_hands_over_with_larger_token() {
         let second = nodes.iter().find(|n| n.app.election().is_leader()).unwrap();
         let new_token = second.app.election().fencing_token().unwrap();
         assert!(new_token > token);
-        assert_eq!(
-            second.app.kv().get("leader").await.unwrap(),
-            Some(second.name.as_bytes().to_vec())
-        );
+        // The role is active from the term's start; its on_active writes the key after that.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while second.app.kv().get("leader").await.unwrap() != Some(second.name.as_bytes().to_vec())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new leader's on_active never wrote its fenced key"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         no_overlap(&log);
     }
     {

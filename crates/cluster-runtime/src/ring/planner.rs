@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::{APPS_META, AssignmentRecord, LEAVING_META, RingSettings, RingView};
 use super::{assignment_key, planner_key};
 use crate::context::AppContext;
+use crate::sessions::{Under, under};
 
 /// The members that may own partitions of `app`, as the planner sees them.
 fn ring_members(app: &str, members: &BTreeMap<NodeId, MemberInfo>) -> Vec<Member> {
@@ -119,14 +120,20 @@ pub(super) async fn plan(
         return;
     };
     loop {
-        let session = tokio::select! {
-            _ = stop.cancelled() => return,
-            s = ctx.shared.sessions.alive() => s,
+        let Some(session) = ctx.shared.sessions.next_live(&stop).await else {
+            return;
         };
-        let term = tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = session.lost() => continue,
-            t = ctx.coordinator().campaign(&key, ctx.node().as_str(), session.lease()) => t,
+        let term = match under(
+            &session,
+            &stop,
+            ctx.coordinator()
+                .campaign(&key, ctx.node().as_str(), session.lease()),
+        )
+        .await
+        {
+            Under::Stopped => return,
+            Under::Lost => continue,
+            Under::Done(t) => t,
         };
         let Ok(term) = term else {
             tokio::time::sleep(Duration::from_millis(500)).await;
