@@ -219,3 +219,59 @@ pub async fn exclusive_consumer_delivers_to_one_subscriber_at_a_time<H: BusHarne
     }
     standby_task.abort();
 }
+
+/// `read_next_matching` finds the next message of a filter within a range, however many
+/// messages of other subjects lie between (a consumer's catch-up over a shared stream), and
+/// answers `None` when the range holds no match.
+pub async fn read_next_matching_skips_other_subjects<H: BusHarness>(h: &mut H) {
+    let bus = h.bus().await;
+    let f = fixture(bus.as_ref()).await;
+    let publish = |name: &'static str, id: String| {
+        let bus = bus.clone();
+        let subject = f.subject(name);
+        async move {
+            bus.publish(message(&subject, &id, name))
+                .await
+                .unwrap()
+                .sequence
+        }
+    };
+    let first_a = publish("a", "a0".into()).await;
+    let mut last_b = 0;
+    for i in 0..300 {
+        last_b = publish("b", format!("b{i}")).await;
+    }
+    let second_a = publish("a", "a1".into()).await;
+    let only_a: cluster_core::event::SubjectFilter = f.subject("a").into();
+
+    tracing::info!("the first match at or after from");
+    let m = bus
+        .read_next_matching(&f.stream.name, first_a, second_a, &only_a)
+        .await
+        .unwrap()
+        .expect("the first a");
+    assert_eq!((m.sequence, m.payload.as_slice()), (first_a, &b"a"[..]));
+
+    tracing::info!("300 other messages skipped to the next match");
+    let m = bus
+        .read_next_matching(&f.stream.name, first_a + 1, second_a, &only_a)
+        .await
+        .unwrap()
+        .expect("the second a");
+    assert_eq!(m.sequence, second_a);
+    assert_eq!(m.subject, f.subject("a").as_str());
+
+    tracing::info!("a range with no match, and a range past the end");
+    assert!(
+        bus.read_next_matching(&f.stream.name, first_a + 1, last_b, &only_a)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        bus.read_next_matching(&f.stream.name, second_a + 1, second_a + 50, &only_a)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -41,6 +41,7 @@ macro_rules! event_bus_contract_suite {
             unacked_delivery_comes_back_after_ack_wait,
             durable_consumer_resumes_after_its_last_ack,
             position_and_read_show_outstanding_deliveries,
+            read_next_matching_skips_other_subjects,
             exclusive_consumer_delivers_to_one_subscriber_at_a_time,
             oversized_message_is_refused,
             invalid_specs_are_refused,
