@@ -155,19 +155,31 @@ async fn a_standby_pinned_to_a_cut_off_follower_never_seals_below_an_acknowledge
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let b = Standby::start(&replica, standby_config(), standby_stores.clone())
-                .await
-                .unwrap();
-            let rep = b
-                .promote(
-                    &promoted,
-                    "b",
-                    fast_config(),
-                    ReplicationTerm::unfenced(FencingToken::new(2)),
-                    None,
-                )
-                .await
-                .unwrap();
+            // The healed server's JetStream can still answer 503 (temporarily unavailable)
+            // for a moment after it reached the leader: a promotion refused that way is
+            // retried, as the runtime retries a failed term; any other error fails the test.
+            let rep = loop {
+                let b = Standby::start(&replica, standby_config(), standby_stores.clone())
+                    .await
+                    .unwrap();
+                match b
+                    .promote(
+                        &promoted,
+                        "b",
+                        fast_config(),
+                        ReplicationTerm::unfenced(FencingToken::new(2)),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(rep) => break rep,
+                    Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
+                        tracing::info!(error = %e, "promotion after the heal: retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("promotion after the heal failed: {e}"),
+                }
+            };
             assert!(rows(&promoted).iter().any(|(tx, _)| *tx == 999));
             assert_eq!(coord_record(&primary_stores).await.0, Some(x.index));
             rep.stop().await.unwrap();
