@@ -106,7 +106,15 @@ async fn holder_keeps_its_term_when_the_stream_leader_dies() {
         })
         .await;
         let term_a = coord.campaign(&election, "a", a.lease()).await.unwrap();
-        let claim = coord.claim(&resource, &node("a"), a.lease()).await.unwrap();
+        // The claim's first call creates its R3 bucket; on two busy cores placing the stream
+        // and electing its leader has taken longer than `create_timeout` (20 s). Creation is
+        // idempotent and no claim is written before the bucket has a leader, so the call is
+        // retried while the store says "try again".
+        let holder = node("a");
+        let claim = retrying("claim", Duration::from_secs(60), || {
+            coord.claim(&resource, &holder, a.lease())
+        })
+        .await;
         coord
             .put_if_held(&state, b"before".to_vec(), &term_a.fence())
             .await
