@@ -85,7 +85,18 @@ fn ledger(shared: &Shared, node: &str) -> App {
 }
 
 async fn start(etcd: &EtcdServer, shared: &Shared, name: &str) -> Node {
+    start_with(etcd, shared, name, |_| {}).await
+}
+
+/// Starts a node whose proxy `arm` may set up a fault on before the node first connects.
+async fn start_with(
+    etcd: &EtcdServer,
+    shared: &Shared,
+    name: &str,
+    arm: impl FnOnce(&FaultProxy),
+) -> Node {
     let proxy = FaultProxy::start(etcd.client_addr()).unwrap();
+    arm(&proxy);
     let config = EtcdConfig {
         call_timeout: Duration::from_millis(500),
         connect_timeout: Duration::from_secs(1),
@@ -259,6 +270,42 @@ async fn assert_status(n: &Node) {
         .collect();
     assert!(!shown.is_empty(), "{jobs}");
     assert_eq!(shown, owned, "{jobs}");
+}
+
+/// M18 on a real etcd: partition 2's claim reaches etcd and is applied, then its reply is lost
+/// and the node's connection reset, so the node's call fails although etcd holds the claim
+/// under the node's lease. The node must find that claim (its watch shows it) and serve the
+/// partition, not leave it held by nobody at work until the lease ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_applied_on_etcd_whose_reply_was_lost_is_adopted() {
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let etcd = EtcdServer::start().await.unwrap();
+    let shared = Shared::default();
+    let name = "reply-lost";
+    let node = start_with(&etcd, &shared, name, |proxy| {
+        proxy.lose_reply_after(&[b"/p-2", name.as_bytes()], Duration::from_millis(300));
+    })
+    .await;
+    eventually(
+        "the claim of partition 2 was applied unanswered",
+        LIMIT,
+        || node.proxy.replies_lost() == 1,
+    )
+    .await;
+    eventually("the node serves all 8 partitions", LIMIT, || {
+        ring_settled(&[&node])
+    })
+    .await;
+    let view = node.jobs.ring().unwrap().view();
+    let (holder, token) = view.owners[2].clone().expect("partition 2 is claimed");
+    assert_eq!(holder.as_str(), name);
+    assert_eq!(
+        view.mine.get(&2),
+        Some(&token),
+        "the node serves partition 2 under the claim etcd holds"
+    );
+    node.running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,11 @@
 //! answer: bytes are held, as a partitioned network holds them, and flow again on heal).
 //! [`FaultProxy::cut`] resets every open connection at once.
 //!
+//! An ambiguous commit, applied at the server but its reply lost, comes from
+//! [`FaultProxy::lose_reply_after`]: the first request carrying every given byte pattern is
+//! forwarded, its connection then delivers nothing more to the client and is reset a moment
+//! later, so the client sees its call fail after the server applied it.
+//!
 //! For cluster partitions the proxy can tell which process opened a connection: given the pids
 //! of the members, it looks the connecting socket up in `/proc` and applies a per-origin rule, so
 //! a member can be cut off in both directions with one inbound proxy per member.
@@ -70,6 +75,22 @@ struct Shared {
     origins: Mutex<HashMap<u32, String>>,
     accepted: AtomicU64,
     shutdown: CancellationToken,
+    /// When a chunk last went from the server to a client.
+    last_reply: Mutex<Option<std::time::Instant>>,
+    /// An armed lost-reply fault: the byte patterns a request must carry, and how long its
+    /// connection lives on (delivering nothing) before it is reset.
+    reply_trap: Mutex<Option<(Vec<Vec<u8>>, Duration)>>,
+    /// How many lost-reply faults fired.
+    replies_lost: AtomicU64,
+}
+
+/// Which way a pump copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Client to server.
+    Up,
+    /// Server to client.
+    Down,
 }
 
 /// A TCP proxy with switchable faults. Dropping it closes the listener and every connection.
@@ -129,6 +150,9 @@ impl FaultProxy {
             origins: Mutex::new(HashMap::new()),
             accepted: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
+            last_reply: Mutex::new(None),
+            reply_trap: Mutex::new(None),
+            replies_lost: AtomicU64::new(0),
         });
         let rt = runtime();
         let listener = {
@@ -223,6 +247,47 @@ impl FaultProxy {
     pub fn accepted_connections(&self) -> u64 {
         self.shared.accepted.load(Ordering::Relaxed)
     }
+
+    /// How long ago bytes last went from the server to a client (`None` before the first).
+    /// On a connection that carries only a lease's keep-alives, that is the age of the last
+    /// acknowledged keep-alive.
+    pub fn last_reply_age(&self) -> Option<Duration> {
+        lock(&self.shared.last_reply).map(|at| at.elapsed())
+    }
+
+    /// Arms one ambiguous commit: the next chunk from a client that contains every pattern of
+    /// `patterns` is forwarded to the server, then its connection delivers nothing more to the
+    /// client (the reply is lost) and is reset after `reset_after`, as a link that died right
+    /// after the request went out. Other connections are untouched. One-shot: it fires once;
+    /// [`FaultProxy::replies_lost`] counts the faults that fired.
+    pub fn lose_reply_after(&self, patterns: &[&[u8]], reset_after: Duration) {
+        let patterns = patterns.iter().map(|p| p.to_vec()).collect();
+        *lock(&self.shared.reply_trap) = Some((patterns, reset_after));
+    }
+
+    /// How many lost-reply faults armed with [`FaultProxy::lose_reply_after`] fired.
+    pub fn replies_lost(&self) -> u64 {
+        self.shared.replies_lost.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether `haystack` contains `needle`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether the armed lost-reply fault matches `chunk`; disarms it and returns how long the
+/// connection lives on if it does.
+fn spring_trap(shared: &Shared, chunk: &[u8]) -> Option<Duration> {
+    let mut trap = lock(&shared.reply_trap);
+    let (patterns, reset_after) = trap.as_ref()?;
+    if !patterns.iter().all(|p| contains(chunk, p)) {
+        return None;
+    }
+    let reset_after = *reset_after;
+    *trap = None;
+    shared.replies_lost.fetch_add(1, Ordering::Relaxed);
+    Some(reset_after)
 }
 
 impl Drop for FaultProxy {
@@ -326,20 +391,15 @@ async fn handle_connection(shared: Arc<Shared>, client: TcpStream, peer: SocketA
         let _ = upstream.set_nodelay(true);
         let (client_read, client_write) = client.into_split();
         let (upstream_read, upstream_write) = upstream.into_split();
-        let up = pump(
-            client_read,
-            upstream_write,
-            &shared,
-            origin.as_deref(),
-            &cancel,
-        );
-        let down = pump(
-            upstream_read,
-            client_write,
-            &shared,
-            origin.as_deref(),
-            &cancel,
-        );
+        let replies_lost = std::sync::atomic::AtomicBool::new(false);
+        let link = Link {
+            shared: &shared,
+            origin: origin.as_deref(),
+            cancel: &cancel,
+            replies_lost: &replies_lost,
+        };
+        let up = pump(client_read, upstream_write, &link, Direction::Up);
+        let down = pump(upstream_read, client_write, &link, Direction::Down);
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = async { tokio::join!(up, down) } => {}
@@ -353,15 +413,24 @@ async fn handle_connection(shared: Arc<Shared>, client: TcpStream, peer: SocketA
     lock(&shared.connections).remove(&id);
 }
 
+/// What both directions of one proxied connection share.
+struct Link<'a> {
+    shared: &'a Shared,
+    origin: Option<&'a str>,
+    cancel: &'a CancellationToken,
+    /// Set once a lost-reply fault fired on this connection: nothing more reaches the client.
+    replies_lost: &'a std::sync::atomic::AtomicBool,
+}
+
 /// Copies one direction, honouring the mode for every chunk. Reading stops while blackholed,
 /// so the sender's buffers fill as they would behind a dead link.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    shared: &Shared,
-    origin: Option<&str>,
-    cancel: &CancellationToken,
+    link: &Link<'_>,
+    direction: Direction,
 ) {
+    let (shared, origin, cancel) = (link.shared, link.origin, link.cancel);
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(64);
     let reader = async {
         let mut rules = shared.rules.subscribe();
@@ -397,6 +466,24 @@ async fn pump(
                         break;
                     }
                     Mode::Pass | Mode::Refuse => break,
+                }
+            }
+            match direction {
+                Direction::Up => {
+                    if let Some(reset_after) = spring_trap(shared, &chunk) {
+                        link.replies_lost.store(true, Ordering::SeqCst);
+                        let cancel = cancel.clone();
+                        runtime().spawn(async move {
+                            tokio::time::sleep(reset_after).await;
+                            cancel.cancel();
+                        });
+                    }
+                }
+                Direction::Down => {
+                    if link.replies_lost.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    *lock(&shared.last_reply) = Some(std::time::Instant::now());
                 }
             }
             if to.write_all(&chunk).await.is_err() {
