@@ -1,24 +1,42 @@
 //! The failover benchmark: our nodes against etcd's own lock on the same etcd, in the same run.
 //!
-//! Trials of each kind alternate with the peer's so machine noise hits both alike:
+//! Trials of each kind alternate with the peer's so machine noise hits both alike. The two
+//! SIGKILL series are measured alike (M19):
 //!
-//! - **SIGKILL -> new leader's `on_active`**: two demo nodes; the leader is SIGKILLed; measured
-//!   until the standby's `on_active` ran (from its history, CLOCK_MONOTONIC).
-//! - **peer, `etcdctl lock --ttl=2`**: a holder and a waiter; the holder is SIGKILLed; measured
-//!   until the waiter prints that it holds the lock.
+//! - **the kill phase**: each holder is killed at a moment drawn uniformly over
+//!   [`KILL_WINDOW`] after it settled, independent of either side's renewal schedule, so the age
+//!   of its last acknowledged keep-alive at the kill is uniform over its own renewal interval,
+//!   as for a crash at a random moment. The bench measures that age for every trial and reports
+//!   it: ours from the session deadlines the node records (a renewal's send time is its deadline
+//!   minus TTL minus margin), the peer's from a FaultProxy in front of the holder, whose only
+//!   traffic once it holds the lock is its lease's keep-alives.
+//! - **the end event**: the first line the new holder prints once it holds (our standby prints
+//!   `active ledger <token>` as its `on_active` begins; `etcdctl lock` prints the lock key),
+//!   stamped by the same line reader of this process ([`crate::orchestrator::stamp_lines`]).
+//!
+//! The other series:
+//!
 //! - **`step_down()` -> new leader's `on_active`**: SIGUSR1 to the leader.
 //! - **loss of leadership -> cancellation fired**: the leader's connection to etcd is blackholed
 //!   (a FaultProxy); measured from its session deadline to its leader work's cancellation.
 //! - **node join -> ring settled**: a node joins two others; measured until the ring's last
 //!   partition moved to it.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::history::{Record, mono_ns};
-use crate::orchestrator::{DemoCluster, DemoSettings};
+use crate::orchestrator::{DemoCluster, DemoSettings, StampedLines, first_line, stamp_lines};
+
+/// Each SIGKILL falls at a uniformly random moment this long after its holder settled: longer
+/// than both sides' renewal intervals (ours about 467 ms, clientv3's about 1 s at TTL 2 s).
+pub const KILL_WINDOW: Duration = Duration::from_millis(2_000);
+
+/// A uniformly random moment within [`KILL_WINDOW`].
+fn random_kill_delay() -> Duration {
+    Duration::from_nanos(fastrand::u64(0..KILL_WINDOW.as_nanos() as u64))
+}
 
 /// Milliseconds at the `q` quantile (nearest rank) of `values`.
 pub fn quantile(values: &[f64], q: f64) -> f64 {
@@ -38,6 +56,8 @@ pub struct Series {
     pub name: String,
     /// Each trial.
     pub samples: Vec<f64>,
+    /// For SIGKILL series: the age of the holder's last acknowledged keep-alive at each kill.
+    pub kill_offsets: Vec<f64>,
 }
 
 impl Series {
@@ -45,18 +65,40 @@ impl Series {
         Series {
             name: name.to_owned(),
             samples: Vec::new(),
+            kill_offsets: Vec::new(),
         }
     }
 
-    /// `name  n  p50  p99  max` as a table row.
+    /// `name | n | p50 | p99 | max | kill offsets` as a table row.
     pub fn row(&self) -> String {
+        let offsets = if self.kill_offsets.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                self.kill_offsets
+                    .iter()
+                    .copied()
+                    .fold(f64::INFINITY, f64::min),
+                quantile(&self.kill_offsets, 0.5),
+                self.kill_offsets.iter().copied().fold(0.0, f64::max)
+            )
+        };
         format!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {offsets} |",
             self.name,
             self.samples.len(),
             quantile(&self.samples, 0.5),
             quantile(&self.samples, 0.99),
             self.samples.iter().copied().fold(0.0, f64::max)
+        )
+    }
+
+    /// This series' p50 and p99 over `peer`'s.
+    pub fn ratio_to(&self, peer: &Series) -> (f64, f64) {
+        (
+            quantile(&self.samples, 0.5) / quantile(&peer.samples, 0.5),
+            quantile(&self.samples, 0.99) / quantile(&peer.samples, 0.99),
         )
     }
 }
@@ -83,25 +125,102 @@ fn first_record(records: &[Record], after: u64, event: &str) -> Option<u64> {
         .min()
 }
 
-/// One SIGKILL trial on nodes `a` and `b`: kills the leader of `ledger`, returns the
-/// milliseconds until the standby's `on_active` ran, and restarts the killed node as a standby.
-fn sigkill_trial(cluster: &mut DemoCluster, limit: Duration) -> anyhow::Result<f64> {
+/// One SIGKILL trial on nodes `a` and `b`: kills the leader of `ledger` at a random moment,
+/// returns the milliseconds until the standby printed that its `on_active` began and the age of
+/// the leader's last acknowledged renewal at the kill, and restarts the killed node as a standby.
+fn sigkill_trial(cluster: &mut DemoCluster, limit: Duration) -> anyhow::Result<(f64, f64)> {
     use anyhow::Context;
     let (leader, _) = cluster
         .wait_for(limit, |c| c.leader("ledger"))
         .context("no leader")?;
     let standby = if leader == "a" { "b" } else { "a" };
     // Let the standby be settled in the queue before the kill.
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300) + random_kill_delay());
     let killed = mono_ns();
     cluster.kill(&leader);
     let took = cluster
-        .wait_for(limit, |c| {
-            first_record(&c.history(standby), killed, "active")
-        })
+        .wait_for(limit, |c| c.printed(standby, killed, "active ledger"))
         .context("no failover")?;
+    let settings = cluster.settings();
+    let usable = (settings.ttl - settings.margin).as_nanos() as u64;
+    let last_renewal = cluster
+        .history(&leader)
+        .iter()
+        .filter(|r| r.event == "alive_until")
+        .map(|r| r.mono_ns.saturating_sub(usable))
+        .filter(|sent| *sent <= killed)
+        .max()
+        .context("the leader recorded no renewal before the kill")?;
     cluster.rejoin(&leader, killed, limit)?;
-    Ok(ms(took - killed))
+    Ok((ms(took - killed), ms(killed - last_renewal)))
+}
+
+/// One SIGKILL trial of the peer: an `etcdctl lock --ttl=2` holder, reaching etcd through a
+/// FaultProxy so its keep-alives can be seen, and a waiter; the holder is killed at a random
+/// moment. Returns the milliseconds until the waiter printed that it holds the lock and the
+/// age of the holder's last acknowledged keep-alive at the kill.
+fn peer_trial(
+    etcdctl: &Path,
+    etcd: &str,
+    name: &str,
+    limit: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    use anyhow::Context;
+    let etcd_addr: std::net::SocketAddr = etcd
+        .trim_start_matches("http://")
+        .parse()
+        .context("etcd URL is not host:port")?;
+    let proxy = testkit::FaultProxy::start(etcd_addr)?;
+    let spawn = |endpoint: &str| {
+        Command::new(etcdctl)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .args(["lock", "--ttl=2", name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    let holder_lines = StampedLines::default();
+    let mut holder = KillOnDrop(spawn(&proxy.url("http"))?);
+    stamp_lines(
+        holder.0.stdout.take().context("holder stdout")?,
+        holder_lines.clone(),
+        None,
+    );
+    let started = mono_ns();
+    wait_until(limit, || first_line(&holder_lines, started, "")).context("holder never held")?;
+    let waiter_lines = StampedLines::default();
+    let mut waiter = KillOnDrop(spawn(etcd)?);
+    stamp_lines(
+        waiter.0.stdout.take().context("waiter stdout")?,
+        waiter_lines.clone(),
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(300) + random_kill_delay());
+    let offset = proxy
+        .last_reply_age()
+        .context("the holder got no reply through its proxy")?;
+    let killed = mono_ns();
+    holder.0.kill()?;
+    let _ = holder.0.wait();
+    let got = wait_until(limit, || first_line(&waiter_lines, killed, ""))
+        .context("etcdctl waiter never got the lock")?;
+    drop(waiter);
+    Ok((ms(got - killed), offset.as_secs_f64() * 1e3))
+}
+
+/// Polls `check` every millisecond until it returns `Some`, or `limit` passes.
+fn wait_until<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Runs every series with `trials` trials each against etcd at `etcd`; returns the series.
@@ -120,56 +239,27 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
         release_delay: Duration::ZERO,
     };
     let limit = Duration::from_secs(60);
-    let mut ours = Series::new("ours: SIGKILL leader -> new leader's on_active");
+    let mut ours = Series::new("ours: SIGKILL leader -> new leader's on_active begins");
     let mut peer = Series::new("etcdctl lock --ttl=2: SIGKILL holder -> waiter holds");
     let mut step_down = Series::new("ours: step_down() -> new leader's on_active");
     let mut cancel = Series::new("ours: session deadline -> leader work cancelled");
     let mut join = Series::new("ours: node joins -> ring settled (64 partitions)");
 
+    let runtime = tokio::runtime::Runtime::new()?;
     let mut cluster = DemoCluster::new(bin, dir, settings.clone());
     cluster.start("a")?;
     cluster.start("b")?;
     for trial in 0..trials {
         // Ours: SIGKILL.
-        ours.samples.push(sigkill_trial(&mut cluster, limit)?);
+        let (took, offset) = sigkill_trial(&mut cluster, limit)?;
+        ours.samples.push(took);
+        ours.kill_offsets.push(offset);
 
         // Peer: etcdctl lock with the same TTL, on the same etcd.
         let name = format!("/bench-{}/lock-{trial}", std::process::id());
-        let spawn = |name: &str| {
-            Command::new(&etcdctl)
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={etcd}"))
-                .args(["lock", "--ttl=2", name])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-        };
-        let mut holder = KillOnDrop(spawn(&name)?);
-        let mut holder_out = BufReader::new(holder.0.stdout.take().context("holder stdout")?);
-        let mut line = String::new();
-        holder_out.read_line(&mut line)?;
-        let mut waiter = KillOnDrop(spawn(&name)?);
-        let waiter_out = waiter.0.stdout.take().context("waiter stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(waiter_out);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(mono_ns());
-            let mut sink = String::new();
-            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
-                sink.clear();
-            }
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        let killed = mono_ns();
-        holder.0.kill()?;
-        let _ = holder.0.wait();
-        let got = rx
-            .recv_timeout(limit)
-            .context("etcdctl waiter never got the lock")?;
-        peer.samples.push(ms(got - killed));
-        drop(waiter);
+        let (took, offset) = peer_trial(&etcdctl, etcd, &name, limit)?;
+        peer.samples.push(took);
+        peer.kill_offsets.push(offset);
 
         // Ours: step-down. If leadership changed under us (a store stall on a loaded machine),
         // ask the node that leads now.
@@ -194,7 +284,6 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
     }
 
     // Loss of leadership: a third node reaches etcd through a proxy that is then blackholed.
-    let runtime = tokio::runtime::Runtime::new()?;
     let etcd_addr: std::net::SocketAddr = etcd
         .trim_start_matches("http://")
         .parse()
@@ -279,14 +368,17 @@ pub fn run_nats_kv(bin: &Path, dir: &Path, nats: &str, trials: usize) -> anyhow:
         release_delay: Duration::ZERO,
     };
     let limit = Duration::from_secs(60);
-    let mut series = Series::new("ours on NATS KV: SIGKILL leader -> new leader's on_active");
+    let mut series =
+        Series::new("ours on NATS KV: SIGKILL leader -> new leader's on_active begins");
     let dir = dir.join("nats-kv");
     std::fs::create_dir_all(&dir)?;
     let mut cluster = DemoCluster::new(bin, &dir, settings);
     cluster.start("a")?;
     cluster.start("b")?;
     for _ in 0..trials {
-        series.samples.push(sigkill_trial(&mut cluster, limit)?);
+        let (took, offset) = sigkill_trial(&mut cluster, limit)?;
+        series.samples.push(took);
+        series.kill_offsets.push(offset);
     }
     cluster.stop("a", limit);
     cluster.stop("b", limit);

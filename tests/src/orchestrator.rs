@@ -1,8 +1,10 @@
 //! Runs demo nodes as separate OS processes and reads what they did.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::history::{self, Record, mono_ns};
@@ -42,6 +44,45 @@ pub struct NodeProcess {
     pub http_file: PathBuf,
 }
 
+/// Lines a process printed, each stamped (CLOCK_MONOTONIC) when this process read it.
+pub type StampedLines = Arc<Mutex<Vec<(u64, String)>>>;
+
+/// Reads `from` line by line on a thread of its own, stamping each line on arrival into
+/// `lines` and copying it to `copy`, if given, until the writer closes it. This is how the
+/// failover bench sees every new holder act, ours and the peer's alike: one observer reading a
+/// line its new holder printed.
+pub fn stamp_lines(
+    from: impl std::io::Read + Send + 'static,
+    lines: StampedLines,
+    mut copy: Option<std::fs::File>,
+) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(from);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            let at = mono_ns();
+            if let Some(file) = copy.as_mut() {
+                let _ = file.write_all(line.as_bytes());
+            }
+            lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((at, line.trim_end().to_owned()));
+            line.clear();
+        }
+    });
+}
+
+/// When the first line starting with `prefix` arrived after `after`, if one did.
+pub fn first_line(lines: &StampedLines, after: u64, prefix: &str) -> Option<u64> {
+    lines
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(at, line)| *at > after && line.starts_with(prefix))
+        .map(|(at, _)| *at)
+}
+
 /// A set of demo nodes on one etcd.
 #[derive(Debug)]
 pub struct DemoCluster {
@@ -53,6 +94,8 @@ pub struct DemoCluster {
     kills: BTreeMap<String, Vec<u64>>,
     /// Every SIGSTOP sent, per node name, across restarts.
     pauses: BTreeMap<String, Vec<u64>>,
+    /// What each node printed on stdout, stamped on arrival, across restarts.
+    stdout: BTreeMap<String, StampedLines>,
 }
 
 impl DemoCluster {
@@ -65,6 +108,7 @@ impl DemoCluster {
             nodes: BTreeMap::new(),
             kills: BTreeMap::new(),
             pauses: BTreeMap::new(),
+            stdout: BTreeMap::new(),
         }
     }
 
@@ -139,8 +183,12 @@ impl DemoCluster {
             .append(true)
             .open(self.dir.join(format!("{name}.log")))?;
         let mut cmd = self.command_with(name, &history, &http_file, etcd);
-        cmd.stdout(log.try_clone()?).stderr(log);
-        let child = testkit::process::spawn_supervised(cmd)?;
+        cmd.stdout(Stdio::piped()).stderr(log.try_clone()?);
+        let mut child = testkit::process::spawn_supervised(cmd)?;
+        if let Some(out) = child.stdout.take() {
+            let lines = self.stdout.entry(name.to_owned()).or_default().clone();
+            stamp_lines(out, lines, Some(log));
+        }
         self.nodes.insert(
             name.to_owned(),
             NodeProcess {
@@ -283,6 +331,12 @@ impl DemoCluster {
     /// The node processes.
     pub fn nodes(&self) -> &BTreeMap<String, NodeProcess> {
         &self.nodes
+    }
+
+    /// When node `name` (any incarnation) first printed a line starting with `prefix` after
+    /// `after`, stamped when this process read it.
+    pub fn printed(&self, name: &str, after: u64, prefix: &str) -> Option<u64> {
+        first_line(self.stdout.get(name)?, after, prefix)
     }
 
     /// Node `name`'s history.
