@@ -199,3 +199,82 @@ async fn audit_events_land_in_the_stream_the_topology_names() {
     );
     running.stop().await.unwrap();
 }
+
+/// M4: on NATS KV every renewal rewrites a slot's claim key, so its revision moves while the
+/// slot's token (the claim's creation) stays. A replicas node whose `on_active` outlasts several
+/// renewals keeps its slot: the role stays active with one token, through renewals and through
+/// a reconnect that restarts the claim's watch with a fresh snapshot, and `on_active` runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicas_slot_outlives_its_renewals_and_a_watch_restart() {
+    use cluster_runtime::Role;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let nats = NatsServer::start().await.unwrap();
+    let proxy = FaultProxy::start(nats.client_addr()).unwrap();
+    let config = NatsConfig {
+        call_timeout: Duration::from_millis(500),
+        ..NatsConfig::new([proxy.url("nats")])
+    };
+    let coord: Arc<dyn Coordinator> = Arc::new(NatsCoordinator::connect(config).await.unwrap());
+    let platform = Platform::builder("natsrep", "a")
+        .coordinator(coord)
+        .lease_ttl(Duration::from_secs(2))
+        .lease_margin(Duration::from_millis(700))
+        .hook_timeout(Duration::from_secs(10))
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let actives = Arc::new(AtomicUsize::new(0));
+    let counter = actives.clone();
+    let app = platform
+        .register(
+            App::builder("workers")
+                .replicas(2)
+                .on_active(move |_ctx| {
+                    let counter = counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        // Longer than several renewals (every (2 s - 0.7 s) / 3).
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        Ok(())
+                    }
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let running = common::Running::spawn(&platform);
+    let token = |app: &AppHandle| match app.election().role() {
+        Role::Active { token } => Some(token),
+        _ => None,
+    };
+    eventually("the node holds a slot", || token(&app).is_some()).await;
+    let held = token(&app).unwrap();
+    let watch = |what: &'static str, until: Duration| {
+        let app = app.clone();
+        async move {
+            let end = std::time::Instant::now() + until;
+            while std::time::Instant::now() < end {
+                assert_eq!(
+                    token(&app),
+                    Some(held),
+                    "{what}: the slot must stay held with its token"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    tracing::info!("renewals move the claim's revision; the slot stays");
+    watch("through renewals", Duration::from_secs(4)).await;
+    tracing::info!("the node's connection is cut: the claim's watch restarts with a snapshot");
+    let before = proxy.accepted_connections();
+    proxy.cut();
+    eventually("the node reconnected", || {
+        proxy.accepted_connections() > before
+    })
+    .await;
+    watch("after the watch restarted", Duration::from_secs(3)).await;
+    assert_eq!(actives.load(Ordering::SeqCst), 1, "on_active ran once");
+    running.stop().await.unwrap();
+}

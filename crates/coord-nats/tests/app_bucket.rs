@@ -13,7 +13,6 @@ use cluster_core::coordination::{
 };
 use cluster_core::ids::{AppName, NodeId, PlatformName};
 use cluster_core::naming::{NamespaceKind, namespace};
-use coord_nats::NatsCoordinator;
 use futures::StreamExt;
 use testkit::NatsServer;
 
@@ -22,11 +21,7 @@ async fn an_apps_writes_are_fenced_by_its_election_and_claims_and_kinds_stay_apa
     testkit::init_tracing();
     let _slot = testkit::test_slot().await;
     let server = NatsServer::start().await.unwrap();
-    let coord = Arc::new(
-        NatsCoordinator::connect(common::config(server.url()))
-            .await
-            .unwrap(),
-    );
+    let coord = Arc::new(common::connect(&server).await);
     let platform = PlatformName::new(format!("appbucket-{}", std::process::id())).unwrap();
     let app = AppName::new("ledger").unwrap();
     let ns = |kind| namespace(&platform, Some(&app), kind);
@@ -137,4 +132,45 @@ async fn an_apps_writes_are_fenced_by_its_election_and_claims_and_kinds_stay_apa
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// M5: the ring planner's target sits next to its election key, so its write is fenced by its
+/// term on NATS KV too. A planner that read the target, lost its term and resumed after the next
+/// planner published cannot overwrite the newer target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_that_lost_its_term_cannot_overwrite_the_next_planners_target() {
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let server = NatsServer::start().await.unwrap();
+    let coord = Arc::new(common::connect(&server).await);
+    let platform = PlatformName::new(format!("planner-{}", std::process::id())).unwrap();
+    let app = AppName::new("jobs").unwrap();
+    let election = namespace(&platform, Some(&app), NamespaceKind::Election);
+    let planner = Key::new(election.clone(), "ring-planner").unwrap();
+    let target = Key::new(election, "ring-assignment").unwrap();
+    let lease_a = coord.grant_lease(Duration::from_secs(10)).await.unwrap().id;
+    let lease_b = coord.grant_lease(Duration::from_secs(10)).await.unwrap().id;
+
+    let term_a = coord.campaign(&planner, "a", &lease_a).await.unwrap();
+    coord
+        .put_if_held(&target, b"target of a".to_vec(), &term_a.fence())
+        .await
+        .expect("the planner's target is fenced by its term");
+    tracing::info!("a reads the target, then pauses; its lease ends and b plans");
+    let read_by_a = coord.get(&target).await.unwrap().unwrap();
+    coord.revoke_lease(&lease_a).await.unwrap();
+    let term_b = coord.campaign(&planner, "b", &lease_b).await.unwrap();
+    coord
+        .put_if_held(&target, b"target of b".to_vec(), &term_b.fence())
+        .await
+        .unwrap();
+    tracing::info!("a resumes with what it read: its write is refused, b's target stays");
+    let err = coord
+        .put_if_held(&target, b"stale target of a".to_vec(), &term_a.fence())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoordError::StaleToken { .. }), "{err:?}");
+    let stored = coord.get(&target).await.unwrap().unwrap();
+    assert_eq!(stored.value, b"target of b");
+    assert_ne!(stored.revision, read_by_a.revision);
 }

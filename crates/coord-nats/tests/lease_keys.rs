@@ -12,7 +12,6 @@ use cluster_core::coordination::{
 };
 use cluster_core::ids::NodeId;
 use cluster_core::naming::NamespaceKind;
-use coord_nats::NatsCoordinator;
 use testkit::NatsServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,14 +19,8 @@ async fn a_bound_key_deleted_elsewhere_ends_the_lease_and_one_released_here_does
     testkit::init_tracing();
     let _slot = testkit::test_slot().await;
     let server = NatsServer::start().await.unwrap();
-    let coord = Arc::new(
-        NatsCoordinator::connect(common::config(server.url()))
-            .await
-            .unwrap(),
-    );
-    let other = NatsCoordinator::connect(common::config(server.url()))
-        .await
-        .unwrap();
+    let coord = Arc::new(common::connect(&server).await);
+    let other = common::connect(&server).await;
     let ns = testkit::coordination::fresh_namespace(NamespaceKind::Claims);
     let node = NodeId::new("a").unwrap();
     {

@@ -10,7 +10,6 @@ use cluster_core::ids::NodeId;
 use cluster_core::lease::LeaseTiming;
 use cluster_core::naming::NamespaceKind;
 use coord_client::Session;
-use coord_nats::NatsCoordinator;
 use std::sync::Arc;
 use testkit::NatsServer;
 
@@ -23,11 +22,7 @@ async fn fenced_writes_in_the_fence_bucket_follow_the_term_across_renewals() {
     testkit::init_tracing();
     let _slot = testkit::test_slot().await;
     let server = NatsServer::start().await.unwrap();
-    let coord = Arc::new(
-        NatsCoordinator::connect(common::config(server.url()))
-            .await
-            .unwrap(),
-    );
+    let coord = Arc::new(common::connect(&server).await);
     let ns = testkit::coordination::fresh_namespace(NamespaceKind::Claims);
     let resource = Key::new(ns.clone(), "partition-3").unwrap();
     let state = Key::new(ns.clone(), "partition-3.state").unwrap();

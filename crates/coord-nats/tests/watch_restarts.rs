@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use cluster_core::coordination::{
     Expect, KvStore, WatchEvent, WatchStart, WatchStore, WatchTarget,
 };
-use coord_nats::NatsCoordinator;
 use futures::StreamExt;
 use testkit::NatsServer;
 
@@ -36,12 +35,8 @@ async fn watch_resumes_after_twenty_restarts_without_leaking_consumers() {
     testkit::init_tracing();
     let _slot = testkit::test_slot().await;
     let mut server = NatsServer::start().await.unwrap();
-    let coord = NatsCoordinator::connect(common::config(server.url()))
-        .await
-        .unwrap();
-    let writer = NatsCoordinator::connect(common::config(server.url()))
-        .await
-        .unwrap();
+    let coord = common::connect(&server).await;
+    let writer = common::connect(&server).await;
     let key = common::fresh_key("watched");
     coord
         .put(&key, b"v0".to_vec(), Expect::Any, None)

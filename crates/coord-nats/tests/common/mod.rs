@@ -20,6 +20,13 @@ pub fn config(url: String) -> NatsConfig {
     }
 }
 
+/// A coordinator on `server` with [`config`].
+pub async fn connect(server: &testkit::NatsServer) -> coord_nats::NatsCoordinator {
+    coord_nats::NatsCoordinator::connect(config(server.url()))
+        .await
+        .unwrap()
+}
+
 /// A key in a namespace of its own.
 pub fn fresh_key(name: &str) -> Key {
     let ns = testkit::coordination::fresh_namespace(NamespaceKind::Kv);
