@@ -26,12 +26,7 @@ impl Platform {
                 changed = status.changed() => if changed.is_err() { return },
             }
             let now: HealthStatus = *status.borrow_and_update();
-            let apps: Vec<Arc<RegisteredApp>> = self
-                .inner
-                .apps
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let apps = self.inner.registered_apps();
             for a in apps {
                 let change = HealthChange {
                     app: a.ctx.clone(),

@@ -2,7 +2,6 @@
 //! member record, and the watch that publishes members and runs member hooks.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_core::coordination::{MemberInfo, MembershipEvent};
@@ -27,7 +26,7 @@ impl Platform {
     }
 
     pub(super) fn member_record(&self, leaving: bool) -> MemberInfo {
-        let apps = self.inner.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let apps = self.inner.registered_apps();
         let mut metadata = BTreeMap::new();
         metadata.insert(
             APPS_META.to_owned(),
@@ -200,12 +199,7 @@ impl Platform {
     }
 
     pub(super) async fn member_hooks(&self, member: &MemberInfo, joined: bool) {
-        let apps: Vec<Arc<RegisteredApp>> = self
-            .inner
-            .apps
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let apps = self.inner.registered_apps();
         for a in apps {
             let change = MemberChange {
                 app: a.ctx.clone(),

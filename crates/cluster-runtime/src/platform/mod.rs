@@ -172,6 +172,14 @@ impl AppHandle {
     }
 }
 
+impl Inner {
+    /// The apps registered so far, as a snapshot taken under the registry's lock (held only for
+    /// the copy, never across an await).
+    pub(crate) fn registered_apps(&self) -> Vec<Arc<RegisteredApp>> {
+        self.apps.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 impl Platform {
     /// The platform's name.
     pub fn name(&self) -> &PlatformName {
@@ -249,9 +257,7 @@ impl Platform {
             && self.inner.sessions.current().is_some()
             && self
                 .inner
-                .apps
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .registered_apps()
                 .iter()
                 .all(|a| *a.settled.borrow())
     }
@@ -370,8 +376,7 @@ impl Platform {
         ));
         let app_stop = CancellationToken::new();
         let mut drivers = tokio::task::JoinSet::new();
-        let apps: Vec<Arc<RegisteredApp>> =
-            inner.apps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let apps = inner.registered_apps();
         for app in &apps {
             drivers.spawn(self.clone().drive_app(app.clone(), app_stop.clone()));
         }
@@ -417,12 +422,7 @@ impl Platform {
 
     /// Per-app roles and partitions, for `/status`.
     pub(crate) fn app_status(&self) -> Vec<serde_json::Value> {
-        let apps = self
-            .inner
-            .apps
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let apps = self.inner.registered_apps();
         apps.iter()
             .map(|a| {
                 let ring = a.ring.as_ref().map(|(_, h)| h.view());
