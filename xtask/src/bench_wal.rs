@@ -8,7 +8,9 @@
 //! `WAL_BENCH_BULK_MIB` (1024) MiB. Reported: commit-to-object lag, per commit, to the moment
 //! the object that contains it is stored (p50/p99; objects are seen on the bucket's metadata
 //! subject as they are stored), replicator CPU seconds, bytes stored, and the time to restore
-//! the result from NATS. A contender whose restore fails fails the bench.
+//! the result from NATS (ours also prints where its restore's time went). A contender whose
+//! restore fails fails the bench. `WAL_BENCH_ONLY` (a contender's bucket: `bench_ours`,
+//! `bench_ls_default`, `bench_ls_fast`) runs one contender alone, for quick experiments.
 //!
 //! Which object contains a commit: ours, the segment whose transactions include it (segments
 //! are contiguous and each header counts its transactions); Litestream, the L0 LTX file whose
@@ -614,10 +616,16 @@ async fn run_in(
     match &yml {
         None => {
             let s = stores(url, kind.bucket()).await?;
-            Restore::new(s.wal, s.snapshots)
+            let report = Restore::new(s.wal, s.snapshots)
                 .run(RestoreTarget::Latest, &dest)
                 .await
                 .with_context(|| format!("{}: restore failed", kind.label()))?;
+            println!(
+                "  {}: restore of {} segments: {:?}",
+                kind.label(),
+                report.segments,
+                report.timings
+            );
         }
         Some(yml) => {
             let (yml, db, dest) = (yml.clone(), db.clone(), dest.clone());
@@ -661,7 +669,12 @@ pub(crate) async fn wal() -> anyhow::Result<()> {
     );
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
+    // `WAL_BENCH_ONLY=bench_ours` (a bucket name) runs one contender, for quick experiments.
+    let only = std::env::var("WAL_BENCH_ONLY").ok();
     for kind in [Kind::Ours, Kind::LitestreamDefault, Kind::LitestreamFast] {
+        if only.as_deref().is_some_and(|o| o != kind.bucket()) {
+            continue;
+        }
         println!("running {}", kind.label());
         match run(kind, &nats.url(), seconds, bulk_mib).await {
             Ok(outcome) => {

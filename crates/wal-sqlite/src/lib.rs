@@ -33,7 +33,7 @@ pub use generation::{FenceRecord, GenerationManifest, GenerationRecord};
 pub use generation_registry::GenerationRegistry;
 pub use position::Position;
 pub use replicator::{ReplicationStats, ReplicationStores, Replicator, StartFrom};
-pub use restore::{Restore, RestoreProgress, RestoreReport, RestoreTarget};
+pub use restore::{Restore, RestoreProgress, RestoreReport, RestoreTarget, RestoreTimings};
 pub use segment::SegmentHeader;
 pub use snapshot::{SnapshotManifest, SnapshotPart};
 pub use snapshots::Snapshots;

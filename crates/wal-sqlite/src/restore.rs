@@ -67,6 +67,21 @@ pub struct RestoreProgress {
     pub segment_bytes: u64,
 }
 
+/// Where a restore's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreTimings {
+    /// Downloading, decompressing and writing the snapshot.
+    pub snapshot: Duration,
+    /// Fetching, checking and applying the segments after it.
+    pub segments: Duration,
+    /// Of `segments`: waiting for fetched segments (download, decompression, decoding).
+    pub segments_fetch_wait: Duration,
+    /// Making the restored file durable (fsync).
+    pub sync: Duration,
+    /// `PRAGMA integrity_check`.
+    pub verify: Duration,
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreReport {
@@ -82,6 +97,8 @@ pub struct RestoreReport {
     pub position_time_ms: u64,
     /// Checksum of the last segment applied (the snapshot's, if none).
     pub last_checksum: u64,
+    /// Where the time went.
+    pub timings: RestoreTimings,
 }
 
 /// Restores from a WAL bucket and a snapshot bucket.
@@ -301,10 +318,14 @@ impl Restore {
         let temp = temp_path(dest);
         let _ = std::fs::remove_file(&temp);
         self.report(|p| p.snapshot_total = snap.size);
+        let mut timings = RestoreTimings::default();
+        let phase = std::time::Instant::now();
         snapshot::download(&self.snapshots, &snap, &temp, |n| {
             self.report(|p| p.snapshot_bytes += n)
         })
         .await?;
+        timings.snapshot = phase.elapsed();
+        let phase = std::time::Instant::now();
         let mut bytes = snap.size;
         let file = OpenOptions::new()
             .read(true)
@@ -365,7 +386,11 @@ impl Restore {
                     async move { (i, fetch_segment(&wal, g, i, token).await) }
                 })
                 .buffered(PARALLEL_SEGMENTS);
-            while let Some((i, fetched)) = fetches.next().await {
+            loop {
+                let waited = std::time::Instant::now();
+                let next = fetches.next().await;
+                timings.segments_fetch_wait += waited.elapsed();
+                let Some((i, fetched)) = next else { break };
                 let segment = fetched?.ok_or(ReplicationError::MissingSegment {
                     generation: g,
                     index: i,
@@ -413,20 +438,25 @@ impl Restore {
         }
         flush(&file, &temp, &mut pending, snap.page_size)?;
         replica_file::finish_header(&file).map_err(|e| ReplicationError::io(&temp, e))?;
+        timings.segments = phase.elapsed();
+        let phase = std::time::Instant::now();
         file.sync_all()
             .map_err(|e| ReplicationError::io(&temp, e))?;
         drop(file);
+        timings.sync = phase.elapsed();
+        let phase = std::time::Instant::now();
         let verify = temp.clone();
         tokio::task::spawn_blocking(move || replica_file::integrity_check(&verify))
             .await
             .map_err(|e| ReplicationError::io(&temp, std::io::Error::other(e)))??;
+        timings.verify = phase.elapsed();
         for suffix in ["-wal", "-shm", "-journal"] {
             let mut p = dest.as_os_str().to_owned();
             p.push(suffix);
             let _ = std::fs::remove_file(PathBuf::from(p));
         }
         std::fs::rename(&temp, dest).map_err(|e| ReplicationError::io(dest, e))?;
-        tracing::info!(%position, segments, bytes, "restore verified");
+        tracing::info!(%position, segments, bytes, ?timings, "restore verified");
         Ok(RestoreReport {
             position,
             snapshot: snap.id,
@@ -434,6 +464,7 @@ impl Restore {
             bytes,
             position_time_ms,
             last_checksum,
+            timings,
         })
     }
 }

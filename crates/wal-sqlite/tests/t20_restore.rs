@@ -92,6 +92,11 @@ async fn point_in_time_and_position_restores_hold_exactly_their_prefix() {
         let report = restore.run(RestoreTarget::Latest, &dest).await.unwrap();
         assert_eq!(report.position, p3);
         assert_eq!(rows(&dest), rows(&primary_path));
+        let t = report.timings;
+        assert!(
+            t.segments >= t.segments_fetch_wait && !t.verify.is_zero(),
+            "every phase is timed: {t:?}"
+        );
     }
     {
         tracing::info!("retention keeps one snapshot and deletes the segments behind it");
