@@ -62,13 +62,7 @@ impl PublisherConfig {
 
     /// The backoff before retry `attempt` (1-based): exponential, jitter in [d/2, d].
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let d = self
-            .initial_backoff
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max_backoff);
-        let half = d / 2;
-        half + Duration::from_nanos(fastrand::u64(
-            0..=u64::try_from(half.as_nanos()).unwrap_or(0),
-        ))
+        cluster_core::backoff::Backoff::new(self.initial_backoff, self.max_backoff)
+            .jittered(attempt, fastrand::f64())
     }
 }

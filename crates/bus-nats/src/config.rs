@@ -14,13 +14,13 @@ pub struct NatsBusConfig {
     /// The connection name shown by the server.
     pub name: String,
     /// Every call (publish ack, stream and consumer requests) fails as unavailable after this.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub call_timeout: Duration,
     /// How long one connection attempt may take.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub connect_timeout: Duration,
     /// How often the client pings the server; two missed pongs drop the connection.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub ping_interval: Duration,
     /// Use only the servers in `url`, never ones the cluster advertises.
     pub ignore_discovered_servers: bool,
@@ -50,8 +50,11 @@ impl NatsBusConfig {
             .request_timeout(Some(self.call_timeout))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempt| {
-                Duration::from_millis(100 * 2u64.pow(attempt.min(4) as u32))
-                    .min(Duration::from_secs(1))
+                cluster_core::backoff::Backoff::new(
+                    Duration::from_millis(100),
+                    Duration::from_secs(1),
+                )
+                .ceiling(u32::try_from(attempt).unwrap_or(u32::MAX).saturating_add(1))
             });
         if self.ignore_discovered_servers {
             options.ignore_discovered_servers()
@@ -66,22 +69,5 @@ impl NatsBusConfig {
             url: url.into(),
             ..NatsBusConfig::default()
         }
-    }
-}
-
-/// Durations as integer milliseconds in config files.
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::Deserialize;
-    use serde::Deserializer;
-    use serde::Serializer;
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }

@@ -9,7 +9,9 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod assignment;
+pub mod backoff;
 pub mod clock;
+pub mod config;
 pub mod coordination;
 pub mod dedup_window;
 pub mod event;

@@ -16,13 +16,8 @@ pub type HookResult = Result<(), BoxError>;
 #[non_exhaustive]
 pub enum RuntimeError {
     /// A setting is invalid or settings cannot be safe together; names the field.
-    #[error("invalid configuration: {field}: {reason}")]
-    Config {
-        /// The offending field.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    Config(#[from] cluster_core::config::ConfigError),
     /// A name or id is invalid.
     #[error(transparent)]
     Id(#[from] IdError),
@@ -53,9 +48,8 @@ pub enum RuntimeError {
 
 impl RuntimeError {
     pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
-        RuntimeError::Config {
-            field,
-            reason: reason.into(),
-        }
+        RuntimeError::Config(cluster_core::config::ConfigError::new(
+            "runtime", field, reason,
+        ))
     }
 }

@@ -129,9 +129,9 @@ impl Timing {
 mod tests {
     use super::*;
 
-    fn field(t: Timing) -> &'static str {
+    fn field(t: Timing) -> String {
         match t.validate() {
-            Err(RuntimeError::Config { field, .. }) => field,
+            Err(RuntimeError::Config(e)) => e.field.into_owned(),
             other => panic!("expected a config error, got {other:?}"),
         }
     }

@@ -37,15 +37,8 @@ impl RetryPolicy {
 
     /// The backoff before attempt `attempt` (1-based), with full jitter in [d/2, d].
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.initial.saturating_mul(
-            1u32.checked_shl(attempt.saturating_sub(1).min(20))
-                .unwrap_or(u32::MAX),
-        );
-        let d = exp.min(self.max);
-        let half = d / 2;
-        half + Duration::from_nanos(fastrand::u64(
-            0..=half.as_nanos().min(u64::MAX as u128) as u64,
-        ))
+        cluster_core::backoff::Backoff::new(self.initial, self.max)
+            .jittered(attempt, fastrand::f64())
     }
 
     /// Runs `op` until it succeeds, fails with a non-retryable error, or the budget is spent;

@@ -17,7 +17,7 @@ use cluster_core::coordination::{CoordError, CoordResult, LeaseId, Operation};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, ConsulConfig};
+use crate::config::{COMPONENT, ConfigError, ConsulConfig};
 
 /// The flags Consul's own lock (`api.Lock`, `consul lock`) writes on its lock key.
 pub(crate) const LOCK_FLAG: u64 = 3_304_740_253_564_472_344;
@@ -276,7 +276,7 @@ impl Api {
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| ConfigError::new("address", format!("HTTP client: {e}")))?;
+            .map_err(|e| ConfigError::new(COMPONENT, "address", format!("HTTP client: {e}")))?;
         Ok(Api {
             http,
             base: config.base_url(),

@@ -24,23 +24,23 @@ pub struct ConsulConfig {
     /// PEM private key of `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
     /// Deadline of every call; a store that does not answer by then gives `Unavailable`.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub call_timeout: Duration,
     /// Deadline for opening a connection.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub connect_timeout: Duration,
     /// The agent's `session_ttl_min` (Consul's default: 10 s): smaller TTLs are raised to it.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub session_ttl_min: Duration,
     /// The lock-delay of our sessions (Consul's default: 15 s; 0 disables, 60 s at most): how
     /// long a key held by an invalidated session stays unacquirable.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub lock_delay: Duration,
     /// How often an acquire blocked by a lock-delay is retried.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub lock_delay_retry: Duration,
     /// The `wait` of blocking queries (watches, lock waiters); at most 10 minutes.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub watch_wait: Duration,
 }
 
@@ -63,24 +63,10 @@ impl Default for ConsulConfig {
     }
 }
 
-/// A configuration value that cannot work, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("consul config: {field}: {reason}")]
-pub struct ConfigError {
-    /// The bad field.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
+pub use cluster_core::config::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
-    }
-}
+/// The component named in this adapter's [`ConfigError`]s.
+pub(crate) const COMPONENT: &str = "consul";
 
 /// Consul's limits on lock-delay and blocking waits.
 const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
@@ -132,6 +118,7 @@ impl ConsulConfig {
             Some(("http" | "https", rest)) => rest,
             _ => {
                 return Err(ConfigError::new(
+                    COMPONENT,
                     "address",
                     format!("{:?} is not host:port or an http(s):// URL", self.address),
                 ));
@@ -139,12 +126,17 @@ impl ConsulConfig {
         };
         if rest.is_empty() || rest.contains('/') {
             return Err(ConfigError::new(
+                COMPONENT,
                 "address",
                 format!("{:?} must be scheme://host:port with no path", self.address),
             ));
         }
         if self.token.as_deref().is_some_and(str::is_empty) {
-            return Err(ConfigError::new("token", "must not be empty when set"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "token",
+                "must not be empty when set",
+            ));
         }
         if let Some(dc) = &self.datacenter
             && (dc.is_empty()
@@ -153,6 +145,7 @@ impl ConsulConfig {
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
         {
             return Err(ConfigError::new(
+                COMPONENT,
                 "datacenter",
                 format!("{dc:?} is not a datacenter name"),
             ));
@@ -165,6 +158,7 @@ impl ConsulConfig {
         ] {
             if file.is_some() && !https {
                 return Err(ConfigError::new(
+                    COMPONENT,
                     field,
                     "TLS files need an https:// address",
                 ));
@@ -172,6 +166,7 @@ impl ConsulConfig {
         }
         if self.client_cert_file.is_some() != self.client_key_file.is_some() {
             return Err(ConfigError::new(
+                COMPONENT,
                 "client_key_file",
                 "client_cert_file and client_key_file go together",
             ));
@@ -184,38 +179,35 @@ impl ConsulConfig {
             ("watch_wait", self.watch_wait),
         ] {
             if value.is_zero() {
-                return Err(ConfigError::new(field, "must be greater than zero"));
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    field,
+                    "must be greater than zero",
+                ));
             }
         }
         if self.session_ttl_min > MAX_SESSION_TTL {
             return Err(ConfigError::new(
+                COMPONENT,
                 "session_ttl_min",
                 "Consul's TTLs end at 24 h",
             ));
         }
         if self.lock_delay > MAX_LOCK_DELAY {
             return Err(ConfigError::new(
+                COMPONENT,
                 "lock_delay",
                 "Consul caps lock-delay at 60 s",
             ));
         }
         if self.watch_wait > MAX_WATCH_WAIT {
             return Err(ConfigError::new(
+                COMPONENT,
                 "watch_wait",
                 "Consul caps blocking waits at 10 minutes",
             ));
         }
         Ok(())
-    }
-}
-
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

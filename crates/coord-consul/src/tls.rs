@@ -8,7 +8,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{ConfigError, ConsulConfig};
+use crate::config::{COMPONENT, ConfigError, ConsulConfig};
 
 /// The rustls client configuration for `config`. For an http address it has no roots: it is
 /// never used.
@@ -18,17 +18,20 @@ pub(crate) fn client_config(config: &ConsulConfig) -> Result<rustls::ClientConfi
     let https = config.base_url().starts_with("https://");
     match (&config.ca_file, https) {
         (Some(path), _) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| ConfigError::new("ca_file", format!("{}: {e}", path.display())))?;
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+                ConfigError::new(COMPONENT, "ca_file", format!("{}: {e}", path.display()))
+            })?;
             for cert in certs {
-                let cert = cert
-                    .map_err(|e| ConfigError::new("ca_file", format!("{}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ConfigError::new("ca_file", format!("{}: {e}", path.display())))?;
+                let cert = cert.map_err(|e| {
+                    ConfigError::new(COMPONENT, "ca_file", format!("{}: {e}", path.display()))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    ConfigError::new(COMPONENT, "ca_file", format!("{}: {e}", path.display()))
+                })?;
             }
             if roots.is_empty() {
                 return Err(ConfigError::new(
+                    COMPONENT,
                     "ca_file",
                     format!("{} holds no certificate", path.display()),
                 ));
@@ -39,6 +42,7 @@ pub(crate) fn client_config(config: &ConsulConfig) -> Result<rustls::ClientConfi
             let (added, _) = roots.add_parsable_certificates(native.certs);
             if added == 0 {
                 return Err(ConfigError::new(
+                    COMPONENT,
                     "ca_file",
                     "no system root certificates found; set ca_file",
                 ));
@@ -48,21 +52,29 @@ pub(crate) fn client_config(config: &ConsulConfig) -> Result<rustls::ClientConfi
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::new("address", format!("TLS setup: {e}")))?
+        .map_err(|e| ConfigError::new(COMPONENT, "address", format!("TLS setup: {e}")))?
         .with_root_certificates(roots);
     match (&config.client_cert_file, &config.client_key_file) {
         (Some(cert_path), Some(key_path)) => {
             let chain = CertificateDer::pem_file_iter(cert_path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| {
-                    ConfigError::new("client_cert_file", format!("{}: {e}", cert_path.display()))
+                    ConfigError::new(
+                        COMPONENT,
+                        "client_cert_file",
+                        format!("{}: {e}", cert_path.display()),
+                    )
                 })?;
             let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
-                ConfigError::new("client_key_file", format!("{}: {e}", key_path.display()))
+                ConfigError::new(
+                    COMPONENT,
+                    "client_key_file",
+                    format!("{}: {e}", key_path.display()),
+                )
             })?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| ConfigError::new("client_cert_file", e.to_string()))
+                .map_err(|e| ConfigError::new(COMPONENT, "client_cert_file", e.to_string()))
         }
         _ => Ok(builder.with_no_client_auth()),
     }

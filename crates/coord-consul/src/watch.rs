@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cluster_core::backoff::Backoff;
 use cluster_core::coordination::{
     CoordError, CoordResult, Key, KvEntry, Operation, WatchEvent, WatchStream, WatchTarget,
 };
@@ -184,7 +185,8 @@ async fn follow(
 ) {
     let mut known: BTreeMap<Key, KvEntry> = first.into_iter().map(|e| (e.key.clone(), e)).collect();
     let mut gap = false;
-    let mut backoff = Duration::from_millis(100);
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut delay = backoff.initial;
     let mut limit = RateLimit::new();
     loop {
         limit.take().await;
@@ -199,9 +201,9 @@ async fn follow(
                 gap = true;
                 tokio::select! {
                     _ = tx.closed() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                delay = backoff.after(delay);
                 continue;
             }
             Err(e) => {
@@ -209,7 +211,7 @@ async fn follow(
                 return;
             }
         };
-        backoff = Duration::from_millis(100);
+        delay = backoff.initial;
         let events = if gap || new_index < index || new_index == 0 {
             vec![WatchEvent::Snapshot {
                 entries: entries.clone(),

@@ -11,16 +11,16 @@ pub struct EtcdConfig {
     /// Client URLs of the members, e.g. `["http://10.0.0.1:2379"]`.
     pub endpoints: Vec<String>,
     /// Deadline of every unary call; a store that does not answer by then gives `Unavailable`.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub call_timeout: Duration,
     /// Deadline for opening a connection.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub connect_timeout: Duration,
     /// HTTP/2 ping interval, so a dead connection (and the watches on it) is noticed.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub keep_alive_interval: Duration,
     /// How long a ping may go unanswered before the connection is dropped.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub keep_alive_timeout: Duration,
     /// User name, when etcd auth is on (with `password`).
     pub username: Option<String>,
@@ -42,15 +42,10 @@ impl Default for EtcdConfig {
     }
 }
 
-/// A configuration value that cannot work, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("etcd config: {field}: {reason}")]
-pub struct ConfigError {
-    /// The bad field.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
+pub use cluster_core::config::ConfigError;
+
+/// The component named in this adapter's [`ConfigError`]s.
+const COMPONENT: &str = "etcd";
 
 impl EtcdConfig {
     /// A configuration for `endpoints` with default timings.
@@ -63,12 +58,8 @@ impl EtcdConfig {
 
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field, reason: &str| {
-            Err(ConfigError {
-                field,
-                reason: reason.to_owned(),
-            })
-        };
+        let bad =
+            |field: &'static str, reason: &str| Err(ConfigError::new(COMPONENT, field, reason));
         if self.endpoints.is_empty() {
             return bad("endpoints", "at least one endpoint is needed");
         }
@@ -77,10 +68,11 @@ impl EtcdConfig {
             .iter()
             .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
         {
-            return Err(ConfigError {
-                field: "endpoints",
-                reason: format!("{e:?} is not an http:// or https:// URL"),
-            });
+            return Err(ConfigError::new(
+                COMPONENT,
+                "endpoints",
+                format!("{e:?} is not an http:// or https:// URL"),
+            ));
         }
         if self.username.is_some() != self.password.is_some() {
             return bad("password", "username and password go together");
@@ -96,16 +88,6 @@ impl EtcdConfig {
             }
         }
         Ok(())
-    }
-}
-
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use cluster_core::backoff::Backoff;
 use cluster_core::coordination::{
     CoordError, CoordResult, Key, KvEntry, Operation, WatchEvent, WatchStart, WatchStream,
     WatchTarget,
@@ -99,7 +100,8 @@ async fn forward(
     mut next: Revision,
     tx: mpsc::Sender<CoordResult<WatchEvent>>,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    let mut delay = backoff.initial;
     loop {
         let index = coord.current.load(std::sync::atomic::Ordering::Relaxed) % coord.clients.len();
         let mut client = coord.clients[index].watch_client();
@@ -119,13 +121,13 @@ async fn forward(
             Ok(Err(e)) => {
                 tracing::debug!(path = %target.path, error = %e, "watch open failed; retrying");
                 coord.rotate(index);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(delay).await;
+                delay = backoff.after(delay);
                 continue;
             }
             Err(_) => {
                 coord.rotate(index);
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(delay).await;
                 continue;
             }
         };
@@ -155,7 +157,7 @@ async fn forward(
                 coord.rotate(index);
                 break;
             }
-            backoff = Duration::from_millis(50);
+            delay = backoff.initial;
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
                 let at = revision(kv.mod_revision());
@@ -178,6 +180,6 @@ async fn forward(
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(delay).await;
     }
 }

@@ -19,25 +19,25 @@ pub struct NatsConfig {
     /// server. Buckets that already exist are used as they are.
     pub replicas: Option<usize>,
     /// Deadline of every call; a store that does not answer by then gives `Unavailable`.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub call_timeout: Duration,
     /// Deadline of creating a bucket on first use (a clustered stream placement can take
     /// several seconds while a server is down).
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub create_timeout: Duration,
     /// Idle heartbeat of watch consumers: a watch that hears nothing for two heartbeats
     /// starts over with a new snapshot.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub watch_heartbeat: Duration,
     /// Client ping interval: how fast a dead connection is noticed when nothing else is sent.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub ping_interval: Duration,
     /// How long the server keeps the delete marker it writes when a key's TTL runs out
     /// (`subject_delete_marker_ttl`), set when a bucket is created.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub marker_ttl: Duration,
     /// How long a delete tombstone stays before it expires (a marker follows it).
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub tombstone_ttl: Duration,
     /// The bucket holding lease records. It has no `_`, so it never collides with a bucket
     /// named by `cluster_core::naming`.
@@ -65,15 +65,10 @@ impl Default for NatsConfig {
     }
 }
 
-/// A configuration value that cannot work, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("nats coordination config: {field}: {reason}")]
-pub struct ConfigError {
-    /// The bad field.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
+pub use cluster_core::config::ConfigError;
+
+/// The component named in this adapter's [`ConfigError`]s.
+const COMPONENT: &str = "nats coordination";
 
 impl NatsConfig {
     /// A configuration for `servers` with default settings.
@@ -86,7 +81,8 @@ impl NatsConfig {
 
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field, reason: String| Err(ConfigError { field, reason });
+        let bad =
+            |field: &'static str, reason: String| Err(ConfigError::new(COMPONENT, field, reason));
         if self.servers.is_empty() {
             return bad("servers", "at least one server is needed".into());
         }
@@ -162,16 +158,6 @@ fn valid_server(s: &str) -> bool {
         .find_map(|scheme| s.strip_prefix(scheme))
         .unwrap_or(s);
     !rest.is_empty() && !rest.contains(char::is_whitespace) && !rest.contains("://")
-}
-
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, ReplayPolicy, push};
 use async_nats::{StatusCode, Subscriber};
 use bytes::Bytes;
+use cluster_core::backoff::Backoff;
 use cluster_core::coordination::{
     CoordError, CoordResult, Key, KeyPrefix, KvEntry, Operation, WatchEvent, WatchStart,
     WatchStream, WatchTarget,
@@ -466,7 +467,8 @@ async fn relay(
 /// Opens a new feed, retrying until it works or the watcher is gone.
 async fn restart(coord: &NatsCoordinator, scope: &Scope, tx: &Sender) -> Option<(Feed, Snapshot)> {
     let heartbeat = coord.kv().config.watch_heartbeat;
-    let mut pause = Duration::from_millis(20);
+    let backoff = Backoff::new(Duration::from_millis(20), heartbeat / 2);
+    let mut pause = backoff.initial;
     loop {
         if tx.is_closed() {
             return None;
@@ -477,7 +479,7 @@ async fn restart(coord: &NatsCoordinator, scope: &Scope, tx: &Sender) -> Option<
             Err(e) => {
                 tracing::debug!(filter = %scope.filter, error = %e, "watch restart failed; retrying");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(heartbeat / 2);
+                pause = backoff.after(pause);
             }
         }
     }

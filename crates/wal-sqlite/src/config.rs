@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use cluster_core::config::ConfigError;
+
 use crate::error::ReplicationError;
 
 /// Which snapshots to keep.
@@ -13,7 +15,7 @@ pub struct Retention {
     /// Keep at most this many (at least 1).
     pub keep: usize,
     /// Delete snapshots older than this (the newest is always kept).
-    #[serde(with = "duration_ms_opt")]
+    #[serde(with = "cluster_core::config::duration_ms::option")]
     pub max_age: Option<Duration>,
 }
 
@@ -31,7 +33,7 @@ impl Default for Retention {
 #[serde(default, deny_unknown_fields)]
 pub struct ReplicationConfig {
     /// How often the WAL is checked for new commits (a `sync()` checks at once).
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub poll_interval: Duration,
     /// Page bytes per segment before it is cut (a larger single transaction makes one larger
     /// segment).
@@ -42,15 +44,15 @@ pub struct ReplicationConfig {
     /// starts a new generation once the store is back).
     pub max_wal_bytes: u64,
     /// How long `sync()` waits for the store's acknowledgement before failing `Unavailable`.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub sync_timeout: Duration,
     /// Take a snapshot this often (none if unset).
-    #[serde(with = "duration_ms_opt")]
+    #[serde(with = "cluster_core::config::duration_ms::option")]
     pub snapshot_interval: Option<Duration>,
     /// Which snapshots to keep; segments behind the oldest kept one are deleted.
     pub retention: Retention,
     /// First retry delay after a failed put; doubles up to a second.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "cluster_core::config::duration_ms")]
     pub retry_delay: Duration,
     /// zstd level for segments and snapshots (1 fastest, up to 19); 0 stores them plain.
     pub compression_level: i32,
@@ -76,10 +78,11 @@ impl ReplicationConfig {
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ReplicationError> {
         let bad = |field: &'static str, reason: &str| {
-            Err(ReplicationError::Config {
+            Err(ReplicationError::Config(ConfigError::new(
+                "wal replication",
                 field,
-                reason: reason.to_owned(),
-            })
+                reason,
+            )))
         };
         if self.poll_interval.is_zero() {
             return bad("poll_interval", "must be positive");
@@ -103,39 +106,6 @@ impl ReplicationConfig {
             return bad("snapshot_interval", "must be positive when set");
         }
         Ok(())
-    }
-}
-
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
-mod duration_ms_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
 

@@ -117,13 +117,8 @@ pub enum ReplicationError {
         reason: String,
     },
     /// A configuration value is invalid.
-    #[error("invalid {field}: {reason}")]
-    Config {
-        /// The field.
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Config(#[from] cluster_core::config::ConfigError),
     /// A graceful stop could not ship the captured tail before the term ended (without a
     /// lease: within `sync_timeout`), or capture was between generations: those commits are
     /// not in the store, and a successor will not have them.

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cluster_core::backoff::Backoff;
 use cluster_core::object_store::ObjectStore;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -648,7 +649,9 @@ impl Engine {
                     tracing::warn!(error = %e, segment = %name, "segment put failed; will retry");
                     metrics::gauge!(m::STORE_DEGRADED).set(1.0);
                     self.retry_at = Some(Instant::now() + self.retry_delay);
-                    self.retry_delay = (self.retry_delay * 2).min(Duration::from_secs(1));
+                    self.retry_delay =
+                        Backoff::new(self.config.retry_delay, Duration::from_secs(1))
+                            .after(self.retry_delay);
                     let reason = e.to_string();
                     self.publish_stats(|s| s.degraded = Some(reason));
                     break;
@@ -833,7 +836,8 @@ impl Engine {
     /// (without a lease, for at most `sync_timeout`). A tail left unshipped is reported.
     async fn ship_tail(&mut self) -> ReplicationResult<()> {
         let started = Instant::now();
-        let mut backoff = self.config.poll_interval;
+        let backoff = Backoff::new(self.config.poll_interval, Duration::from_millis(250));
+        let mut delay = backoff.initial;
         let mut last_error = None;
         if let Err(e) = self.capture_new().await {
             last_error = Some(e.to_string());
@@ -867,8 +871,8 @@ impl Engine {
             if let Some(reason) = self.stats.borrow().degraded.clone() {
                 last_error = Some(reason);
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(250));
+            tokio::time::sleep(delay).await;
+            delay = backoff.after(delay);
         }
         if !self.pending.is_empty() {
             let segments = self.pending.len();

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cluster_core::backoff::Backoff;
 use cluster_core::coordination::{MemberInfo, MembershipEvent};
 use cluster_core::ids::NodeId;
 use cluster_core::naming::{Namespace, NamespaceKind, namespace};
@@ -96,7 +97,8 @@ impl Platform {
             .increment(1);
             inner.state.send_replace(NodeState::Rejoining);
             tracing::warn!(node = %inner.node, ?reason, "session lost; rejoining when the store answers");
-            let mut backoff = Duration::from_millis(100);
+            let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+            let mut delay = backoff.initial;
             session = loop {
                 if stop.is_cancelled() {
                     return;
@@ -109,9 +111,9 @@ impl Platform {
                         tracing::debug!(error = %e, "rejoin failed; retrying");
                         tokio::select! {
                             _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(delay) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        delay = backoff.after(delay);
                     }
                 }
             };
