@@ -292,3 +292,13 @@ fn all_threads_stopped(pid: u32) -> bool {
         })
     })
 }
+
+/// The name libtest knows test `name` of the module at `module` by (pass `module_path!()`):
+/// the module path without the test binary's crate name, as `--exact` wants it when a test
+/// re-runs its own binary for a child role.
+pub fn test_name(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_, path)) => format!("{path}::{name}"),
+        None => name.to_owned(),
+    }
+}

@@ -5,7 +5,7 @@
 //! `#[test]` per case, so each failure is reported and can be filtered on its own:
 //!
 //! ```ignore
-//! // crates/coord-etcd/tests/contract.rs
+//! // crates/coord-etcd/tests/integration/contract.rs
 //! testkit::coordination_contract_suite!(my_harness::EtcdHarness::start());
 //! ```
 //!

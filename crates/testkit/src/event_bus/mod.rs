@@ -5,7 +5,7 @@
 //! to one `#[test]` per case:
 //!
 //! ```ignore
-//! // crates/bus-mem/tests/contract.rs
+//! // crates/bus-mem/tests/integration/contract.rs
 //! testkit::event_bus_contract_suite!(MemHarness::start());
 //! ```
 //!

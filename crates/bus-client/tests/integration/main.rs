@@ -1,0 +1,14 @@
+//! bus-client's integration tests, one binary for all of them (one link instead of one per
+//! file): each module is one area, named as its file.
+
+mod catch_up;
+mod claim;
+mod crash;
+mod dead_letter_final;
+mod fixtures;
+mod holds;
+mod outage;
+mod outbox_refused;
+mod publish_consume;
+mod replicated;
+mod stale_epoch;

@@ -1,0 +1,5 @@
+//! coord-consul's integration tests, one binary for all of them (one link instead of one per
+//! file): each module is one area, named as its file.
+
+mod consul_behaviour;
+mod contract;

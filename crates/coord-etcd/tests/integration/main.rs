@@ -1,0 +1,7 @@
+//! coord-etcd's integration tests, one binary for all of them (one link instead of one per
+//! file): each module is one area, named as its file.
+
+mod contract;
+mod contract_cluster;
+mod etcdctl_interop;
+mod member_failover;

@@ -1,0 +1,8 @@
+//! testkit's integration tests, one binary for all of them (one link instead of one per
+//! file): each module is one area, named as its file.
+
+mod cleanup;
+mod clusters;
+mod consul_server;
+mod fault_proxy;
+mod servers;
