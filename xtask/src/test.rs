@@ -191,7 +191,9 @@ fn print_suites() -> anyhow::Result<()> {
     }
     let mut rows: Vec<_> = suites.into_iter().collect();
     rows.sort_by(|a, b| b.1.total.cmp(&a.1.total).then(a.0.cmp(&b.0)));
-    println!("xtask test: time per test binary (sum of its tests), slowest first");
+    println!(
+        "xtask test: time per test binary, and per area of an integration binary (sum of its tests), slowest first"
+    );
     for (name, s) in rows {
         let failed = if s.failed > 0 {
             format!(", {} failed", s.failed)
@@ -226,7 +228,8 @@ fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
     Some(&tag[start..start + len])
 }
 
-/// Per test binary (`classname` of each `testcase`): count, failures, summed and slowest time.
+/// Per test binary (`classname` of each `testcase`), and per module of a crate's `integration`
+/// binary: count, failures, summed and slowest time.
 fn parse_junit(xml: &str) -> BTreeMap<String, Suite> {
     let mut suites: BTreeMap<String, Suite> = BTreeMap::new();
     let mut rest = xml;
@@ -252,7 +255,12 @@ fn parse_junit(xml: &str) -> BTreeMap<String, Suite> {
                 .map(Duration::from_secs_f64)
                 .unwrap_or_default();
             let name = attribute(tag, "name").unwrap_or("?").to_owned();
-            let suite = suites.entry(class.to_owned()).or_default();
+            // One binary holds a crate's integration tests, a module per area: report areas.
+            let group = match name.split_once("::") {
+                Some((area, _)) if class.ends_with("::integration") => format!("{class}::{area}"),
+                _ => class.to_owned(),
+            };
+            let suite = suites.entry(group).or_default();
             suite.tests += 1;
             suite.failed += usize::from(failed);
             suite.total += took;
@@ -288,11 +296,16 @@ mod tests {
     </testcase>
   </testsuite>
   <testsuite name="cluster-core" tests="1">
-    <testcase name="unit" classname="cluster-core" time="0.010"/>
+    <testcase name="ring::tests::unit" classname="cluster-core" time="0.010"/>
+  </testsuite>
+  <testsuite name="wal-sqlite::integration" tests="2">
+    <testcase name="t20_restore::latest" classname="wal-sqlite::integration" time="1.0"/>
+    <testcase name="t50_crash::kill" classname="wal-sqlite::integration" time="2.0"/>
   </testsuite>
 </testsuites>"#;
         let suites = parse_junit(xml);
-        assert_eq!(suites.len(), 2);
+        assert_eq!(suites.len(), 4, "{suites:?}");
+        assert_eq!(suites["wal-sqlite::integration::t50_crash"].tests, 1);
         let etcd = &suites["cluster-runtime::t35_on_etcd"];
         assert_eq!((etcd.tests, etcd.failed), (2, 1));
         assert_eq!(etcd.total, Duration::from_millis(12_850));
