@@ -245,7 +245,6 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
     let mut cancel = Series::new("ours: session deadline -> leader work cancelled");
     let mut join = Series::new("ours: node joins -> ring settled (64 partitions)");
 
-    let runtime = tokio::runtime::Runtime::new()?;
     let mut cluster = DemoCluster::new(bin, dir, settings.clone());
     cluster.start("a")?;
     cluster.start("b")?;
@@ -284,6 +283,7 @@ pub fn run(bin: &Path, dir: &Path, etcd: &str, trials: usize) -> anyhow::Result<
     }
 
     // Loss of leadership: a third node reaches etcd through a proxy that is then blackholed.
+    let runtime = tokio::runtime::Runtime::new()?;
     let etcd_addr: std::net::SocketAddr = etcd
         .trim_start_matches("http://")
         .parse()

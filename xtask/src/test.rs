@@ -67,6 +67,8 @@ fn has_nextest() -> bool {
 pub(crate) fn run(no_lint: bool, extra: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut timings = Timings::default();
+    // A run that stops before the tests must not print the previous run's per-binary times.
+    let _ = std::fs::remove_file(junit_path());
     let outcome = run_steps(&mut timings, no_lint, extra);
     if let Err(e) = print_suites() {
         println!("xtask test: no per-binary times ({e:#})");
@@ -102,7 +104,6 @@ fn run_steps(timings: &mut Timings, no_lint: bool, extra: &[String]) -> anyhow::
 
     let pids_dir = target_dir().join(format!("testkit-pids-{}", std::process::id()));
     std::fs::create_dir_all(&pids_dir).context("creating the server registry directory")?;
-    let _ = std::fs::remove_file(junit_path());
 
     let outcome = if has_nextest() {
         // Built first on their own so the table tells build time from test time (a filtered

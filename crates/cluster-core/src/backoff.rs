@@ -32,8 +32,8 @@ impl Backoff {
     }
 
     /// [`Backoff::ceiling`] with jitter over its upper half: `unit` in `[0, 1]` (from the
-    /// caller's random source) picks a delay in `[ceiling / 2, ceiling]` (a NaN counts as 0), so retries of many
-    /// clients spread out while none waits less than half the ceiling.
+    /// caller's random source; a NaN counts as 0) picks a delay in `[ceiling / 2, ceiling]`, so
+    /// retries of many clients spread out while none waits less than half the ceiling.
     pub fn jittered(&self, attempt: u32, unit: f64) -> Duration {
         let ceiling = self.ceiling(attempt);
         let half = ceiling / 2;

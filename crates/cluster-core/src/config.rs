@@ -33,7 +33,7 @@ impl ConfigError {
     }
 }
 
-/// A [`std::time::Duration`] written as whole milliseconds (`"call_timeout_ms": 1500`), for
+/// A [`std::time::Duration`] written as whole milliseconds (`"call_timeout": 1500`), for
 /// `#[serde(with = "cluster_core::config::duration_ms")]`. A duration past `u64::MAX`
 /// milliseconds is written as `u64::MAX`.
 pub mod duration_ms {
