@@ -295,6 +295,17 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
             let (history, fence) = (h1.clone(), f1.clone());
             async move {
                 history.record(Some("ledger"), "active", ctx.token.get(), None, None);
+                {
+                    // Records the moment the term's work is cancelled, nothing else. Armed
+                    // before the first await, so a term whose first write never returns (the
+                    // store went away as it began) still records its end.
+                    let (cancel, history, token) =
+                        (ctx.cancel.clone(), history.clone(), ctx.token.get());
+                    tokio::spawn(async move {
+                        cancel.cancelled().await;
+                        history.record(Some("ledger"), "cancelled", token, None, None);
+                    });
+                }
                 // What an observer of this process sees first of the new term (the failover
                 // bench reads it as it reads `etcdctl lock`'s line).
                 println!("active ledger {}", ctx.token.get());
@@ -303,14 +314,6 @@ fn ledger_app(history: Arc<HistoryWriter>) -> anyhow::Result<App> {
                 let term_fence = ctx.fence.clone().ok_or("active-passive terms are fenced")?;
                 fenced_write(&ctx.app, &term_fence, "leader", ctx.app.node().as_str()).await?;
                 let (cancel, token) = (ctx.cancel.clone(), ctx.token.get());
-                {
-                    // Records the moment the term's work is cancelled, nothing else.
-                    let (cancel, history) = (cancel.clone(), history.clone());
-                    tokio::spawn(async move {
-                        cancel.cancelled().await;
-                        history.record(Some("ledger"), "cancelled", token, None, None);
-                    });
-                }
                 let app = ctx.app.clone();
                 tokio::spawn(async move {
                     let mut beats = 0u64;

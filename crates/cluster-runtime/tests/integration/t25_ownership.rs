@@ -2,7 +2,7 @@
 //! cancels every owned partition at once whatever the hooks are doing, a partition in handoff
 //! included; shutdown cancels and runs `on_release` before it releases and revokes; a claim or
 //! release whose reply or request was lost is reconciled; a leader whose election key is gone
-//! ends its term before anyone else's begins.
+//! ends its term at once, and its writes are fenced out.
 
 use crate::common;
 
@@ -406,14 +406,21 @@ async fn queued_items_are_not_started_during_a_drain_and_a_completed_id_is_not_q
 
 /// An active-passive app recording `active`, `cancelled` (when the term's cancellation fires)
 /// and `passive`.
-fn leader_app(log: &Log, node: &str) -> App {
+/// The fenced key space of the last term a node's `on_active` saw.
+type TermKv = std::sync::Arc<std::sync::Mutex<Option<cluster_runtime::FencedKv>>>;
+
+/// An active-passive app that records `active`, the moment each term's cancellation fires
+/// (`cancelled`), `passive`, and keeps the term's fenced key space in `term_kv`.
+fn leader_app(log: &Log, node: &str, term_kv: &TermKv) -> App {
     let (l1, l2) = (log.clone(), log.clone());
     let (n1, n2) = (node.to_owned(), node.to_owned());
+    let term_kv = term_kv.clone();
     App::builder("svc")
         .on_active(move |ctx: ActiveContext| {
-            let (l, n) = (l1.clone(), n1.clone());
+            let (l, n, term_kv) = (l1.clone(), n1.clone(), term_kv.clone());
             async move {
                 l.push(&n, "active", ctx.token.get());
+                *term_kv.lock().unwrap() = ctx.fenced_kv();
                 let (cl, cn, cancel, token) =
                     (l.clone(), n.clone(), ctx.cancel.clone(), ctx.token.get());
                 tokio::spawn(async move {
@@ -434,23 +441,37 @@ fn leader_app(log: &Log, node: &str) -> App {
         .unwrap()
 }
 
+/// C8: a leader watches its own election key, so a key the store dropped while the lease lives
+/// on ends the term at once, through the watch, not at the next renewal or the lease's end.
+///
+/// What this does not assert is that a's term ends before b's begins: both nodes learn of the
+/// deletion from their own watches of the same store at the same moment, and no runtime can
+/// order two nodes' reactions to one event (on a real store they are different machines). What
+/// keeps b's term safe from a's late work is the fence: from b's first claim on, every write
+/// under a's term is refused by the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_whose_election_key_is_gone_ends_its_term_before_the_next_begins() {
+async fn a_leader_whose_election_key_is_gone_ends_its_term_at_once_and_is_fenced_out() {
     testkit::init_tracing();
     let store = MemCoordinator::new();
     let log = Log::default();
-    let a = start_node(&store, "a", leader_app(&log, "a")).await;
+    let (a_kv, b_kv) = (TermKv::default(), TermKv::default());
+    let a = start_node(&store, "a", leader_app(&log, "a", &a_kv)).await;
     let a_token = a
         .app
         .election()
         .wait_for_leadership(Duration::from_secs(10))
         .await
         .unwrap();
-    let b = start_node(&store, "b", leader_app(&log, "b")).await;
+    let b = start_node(&store, "b", leader_app(&log, "b", &b_kv)).await;
     eventually("b is a candidate", Duration::from_secs(10), || {
         matches!(b.app.election().role(), Role::Passive)
     })
     .await;
+    let a_term = a_kv.lock().unwrap().clone().expect("a's term is fenced");
+    a_term
+        .put("owner", "a")
+        .await
+        .expect("a writes under its term while its key stands");
     {
         tracing::info!("a's election key disappears while its lease lives on (early expiry)");
         let ns = namespace(
@@ -475,28 +496,55 @@ async fn a_leader_whose_election_key_is_gone_ends_its_term_before_the_next_begin
         }
     }
     {
-        tracing::info!("b leads; a's term was cancelled before b's on_active");
+        tracing::info!("a's term ends through its key watch; b leads with a larger token");
+        eventually("a's term is cancelled", Duration::from_secs(10), || {
+            log.position("a", "cancelled", a_token.get()).is_some()
+        })
+        .await;
+        assert!(!a.app.election().is_leader());
+        // The audit record follows the cancellation (leader-scoped work stops first).
+        eventually("a audits the term's loss", Duration::from_secs(10), || {
+            a.platform.audit().iter().any(|e| {
+                e.kind == cluster_runtime::AuditKind::LeaderLost && e.token == Some(a_token.get())
+            })
+        })
+        .await;
+        let lost = a.platform.audit().into_iter().find(|e| {
+            e.kind == cluster_runtime::AuditKind::LeaderLost && e.token == Some(a_token.get())
+        });
+        assert_eq!(
+            lost.and_then(|e| e.detail).as_deref(),
+            Some("election key gone"),
+            "a's term was ended by its key watch while its session was alive"
+        );
         let b_token = b
             .app
             .election()
             .wait_for_leadership(Duration::from_secs(10))
             .await
             .unwrap();
-        eventually(
-            "a's term is cancelled and b's on_active ran",
-            Duration::from_secs(10),
-            || {
-                log.position("a", "cancelled", a_token.get()).is_some()
-                    && log.position("b", "active", b_token.get()).is_some()
-            },
-        )
+        assert!(b_token > a_token);
+        eventually("b's on_active ran", Duration::from_secs(10), || {
+            b_kv.lock().unwrap().is_some()
+        })
         .await;
+        let b_term = b_kv.lock().unwrap().clone().unwrap();
+        b_term
+            .put("owner", "b")
+            .await
+            .expect("b writes under its term");
+        let late = a_term.put("owner", "a, late").await;
         assert!(
-            at(&log, "a", "cancelled", a_token.get()) < at(&log, "b", "active", b_token.get()),
-            "b became active while a's term was still running: {:?}",
-            log.entries()
+            matches!(
+                late,
+                Err(cluster_core::coordination::CoordError::StaleToken { .. })
+            ),
+            "a write under a's ended term is refused: {late:?}"
         );
-        assert!(!a.app.election().is_leader());
+        assert_eq!(
+            b_term.get("owner").await.unwrap().as_deref(),
+            Some(&b"b"[..])
+        );
     }
     b.stop().await.unwrap();
     a.stop().await.unwrap();
