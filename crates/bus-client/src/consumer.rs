@@ -75,6 +75,22 @@ pub enum ConsumerError {
     Bus(#[from] BusError),
 }
 
+impl cluster_core::error::Retryable for ConsumerError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            ConsumerError::Database { .. } => false,
+            ConsumerError::Bus(e) => e.is_retryable(),
+        }
+    }
+
+    fn as_metrics_label(&self) -> &'static str {
+        match self {
+            ConsumerError::Database { .. } => "database",
+            ConsumerError::Bus(e) => e.as_metrics_label(),
+        }
+    }
+}
+
 /// The most deliveries applied in one transaction.
 const MAX_BATCH: usize = 64;
 

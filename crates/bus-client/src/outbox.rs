@@ -37,6 +37,20 @@ pub enum OutboxError {
     Storage(#[from] rusqlite::Error),
 }
 
+impl cluster_core::error::Retryable for OutboxError {
+    fn is_retryable(&self) -> bool {
+        // A full outbox drains once the bus is back; a storage failure is the disk's.
+        matches!(self, OutboxError::Full { .. })
+    }
+
+    fn as_metrics_label(&self) -> &'static str {
+        match self {
+            OutboxError::Full { .. } => "outbox_full",
+            OutboxError::Storage(_) => "outbox_storage",
+        }
+    }
+}
+
 /// One message waiting to be published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {

@@ -1,5 +1,6 @@
 //! Why a publish was not accepted.
 
+use cluster_core::error::Retryable;
 use cluster_core::event::BusError;
 use cluster_core::event::EnvelopeError;
 use cluster_core::event::RouteError;
@@ -53,9 +54,24 @@ pub enum PublishError {
     Closed,
 }
 
-impl PublishError {
-    /// A short label for logs and metrics.
-    pub fn as_label(&self) -> &'static str {
+impl Retryable for PublishError {
+    /// Retryable while waiting can help: the bus or the outbox's room may come back. A closed
+    /// publisher, an ended claim or an invalid event stay refused.
+    fn is_retryable(&self) -> bool {
+        match self {
+            PublishError::OutboxFull { .. } => true,
+            PublishError::Outbox(e) => e.is_retryable(),
+            // The publisher retries an unavailable bus itself: what reaches the caller is final.
+            PublishError::Bus(_)
+            | PublishError::ClaimExpired { .. }
+            | PublishError::Invalid(_)
+            | PublishError::Envelope(_)
+            | PublishError::TooLarge { .. }
+            | PublishError::Closed => false,
+        }
+    }
+
+    fn as_metrics_label(&self) -> &'static str {
         match self {
             PublishError::ClaimExpired { .. } => "claim_expired",
             PublishError::Invalid(_) => "invalid",
@@ -66,5 +82,22 @@ impl PublishError {
             PublishError::Outbox(_) => "outbox",
             PublishError::Closed => "closed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_waiting_for_room_is_retryable() {
+        assert!(PublishError::OutboxFull { capacity: 1 }.is_retryable());
+        assert!(PublishError::Outbox(OutboxError::Full { capacity: 1 }).is_retryable());
+        assert!(!PublishError::Closed.is_retryable());
+        let ended = PublishError::ClaimExpired {
+            shard: PartitionId(3),
+        };
+        assert!(!ended.is_retryable());
+        assert_eq!(ended.as_metrics_label(), "claim_expired");
     }
 }

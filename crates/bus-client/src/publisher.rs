@@ -19,6 +19,7 @@
 //!   ends when the owner says so (`end_claim`, on release), for every event of its epoch.
 //! - Sequences come from [`SequenceStore`]: durable, never reused after a restart.
 
+use cluster_core::error::Retryable;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod coordination;
 pub mod dedup_window;
+pub mod error;
 pub mod event;
 pub mod fencing;
 pub mod ids;

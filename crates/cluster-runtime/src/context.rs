@@ -126,7 +126,7 @@ pub(crate) async fn lock_in(
     tokio::select! {
         hold = coord.lock(&key, node.as_str(), session.lease()) => Ok(hold?),
         _ = session.lost() => Err(RuntimeError::Coord(cluster_core::coordination::CoordError::LeaseLost {
-            lease: session.lease().to_string(),
+            lease: session.lease().clone(),
         })),
     }
 }

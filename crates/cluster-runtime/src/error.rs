@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use cluster_core::coordination::CoordError;
+use cluster_core::error::Retryable;
 use cluster_core::ids::IdError;
 
 /// A boxed error from application code (hooks, health checks).
@@ -51,5 +52,53 @@ impl RuntimeError {
         RuntimeError::Config(cluster_core::config::ConfigError::new(
             "runtime", field, reason,
         ))
+    }
+}
+
+impl Retryable for RuntimeError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            RuntimeError::Coord(e) => e.is_retryable(),
+            RuntimeError::Timeout(_) => true,
+            RuntimeError::Config(_)
+            | RuntimeError::Id(_)
+            | RuntimeError::DuplicateApp(_)
+            | RuntimeError::NotRunning
+            | RuntimeError::WrongMode { .. }
+            | RuntimeError::Http(_) => false,
+        }
+    }
+
+    fn as_metrics_label(&self) -> &'static str {
+        match self {
+            RuntimeError::Config(_) => "config",
+            RuntimeError::Id(_) => "invalid_id",
+            RuntimeError::Coord(e) => e.as_metrics_label(),
+            RuntimeError::DuplicateApp(_) => "duplicate_app",
+            RuntimeError::NotRunning => "not_running",
+            RuntimeError::WrongMode { .. } => "wrong_mode",
+            RuntimeError::Timeout(_) => "timeout",
+            RuntimeError::Http(_) => "http",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster_core::coordination::Operation;
+
+    #[test]
+    fn a_store_outage_or_timeout_is_retryable_and_a_bad_config_is_not() {
+        let outage = RuntimeError::Coord(CoordError::timed_out(Operation::Read, Duration::ZERO));
+        assert!(outage.is_retryable());
+        assert_eq!(outage.as_metrics_label(), "unavailable");
+        assert!(RuntimeError::Timeout(Duration::from_secs(1)).is_retryable());
+        let stale = RuntimeError::Coord(CoordError::bad_request("no"));
+        assert!(!stale.is_retryable());
+        let config = RuntimeError::config("timing.ttl", "must be positive");
+        assert!(!config.is_retryable());
+        assert_eq!(config.as_metrics_label(), "config");
+        assert!(!RuntimeError::NotRunning.is_retryable());
     }
 }

@@ -91,6 +91,28 @@ pub enum WorkError {
     },
 }
 
+impl cluster_core::error::Retryable for WorkError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            WorkError::Store(e) => e.is_retryable(),
+            WorkError::IntakeClosed(_)
+            | WorkError::AlreadyDone { .. }
+            | WorkError::Unknown { .. }
+            | WorkError::Corrupt { .. } => false,
+        }
+    }
+
+    fn as_metrics_label(&self) -> &'static str {
+        match self {
+            WorkError::IntakeClosed(_) => "intake_closed",
+            WorkError::Store(e) => e.as_metrics_label(),
+            WorkError::AlreadyDone { .. } => "already_done",
+            WorkError::Unknown { .. } => "unknown",
+            WorkError::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
 struct Local {
     /// The ids this handle started and has not completed or requeued.
     started: std::sync::Mutex<BTreeSet<String>>,

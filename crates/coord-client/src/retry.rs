@@ -1,5 +1,6 @@
 //! Retrying retryable coordination errors with exponential backoff and jitter.
 
+use cluster_core::error::Retryable;
 use std::future::Future;
 use std::time::Duration;
 

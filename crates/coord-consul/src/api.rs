@@ -398,7 +398,9 @@ fn classify(
             let text = message();
             if text.to_ascii_lowercase().contains("invalid session") {
                 Err(CoordError::LeaseLost {
-                    lease: lease.map_or_else(|| "unknown".to_owned(), ToString::to_string),
+                    lease: LeaseId::new(
+                        lease.map_or_else(|| "unknown".to_owned(), ToString::to_string),
+                    ),
                 })
             } else if text.contains("No path to datacenter") {
                 Err(CoordError::bad_request(format!("Consul: {text}")))
@@ -467,6 +469,7 @@ pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cluster_core::error::Retryable;
 
     #[test]
     fn ttls_parse_as_go_durations() {

@@ -120,7 +120,7 @@ impl ConsulCoordinator {
             };
             if failures.iter().any(|f| f.invalid_session()) {
                 return Err(CoordError::LeaseLost {
-                    lease: lease.to_string(),
+                    lease: lease.clone(),
                 });
             }
             if failures.iter().any(|f| f.op_index == 0) {

@@ -199,7 +199,7 @@ impl LeaseStore for ConsulCoordinator {
             })
             .await?;
         let lost = || CoordError::LeaseLost {
-            lease: lease.to_string(),
+            lease: lease.clone(),
         };
         if answer.status == StatusCode::NOT_FOUND {
             return Err(lost());

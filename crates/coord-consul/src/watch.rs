@@ -8,6 +8,7 @@
 //! went backwards (tombstones reaped, snapshot restored) or an index of 0. The loop is rate
 //! limited by a token bucket (burst 10, then one query per 50 ms), as Consul's guide asks.
 
+use cluster_core::error::Retryable;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Mapping etcd client errors onto the port's errors, at the boundary.
 
-use cluster_core::coordination::{CoordError, Operation};
+use cluster_core::coordination::{CoordError, LeaseId, Operation};
 use etcd_client::Error;
 use tonic::Code;
 
@@ -16,12 +16,12 @@ pub(crate) fn map(op: Operation, lease: Option<&str>, e: Error) -> CoordError {
         | Error::InvalidMetadataValue(_) => CoordError::bad_request(e.to_string()),
         // The client opens a keep-alive stream with one renewal and reports TTL 0 this way.
         Error::LeaseKeepAliveError(msg) if msg.contains("not found") => CoordError::LeaseLost {
-            lease: lease.unwrap_or("unknown").to_owned(),
+            lease: LeaseId::new(lease.unwrap_or("unknown")),
         },
         Error::GRpcStatus(status) => match status.code() {
             // etcd answers NotFound for exactly one thing here: "requested lease not found".
             Code::NotFound => CoordError::LeaseLost {
-                lease: lease.unwrap_or("unknown").to_owned(),
+                lease: LeaseId::new(lease.unwrap_or("unknown")),
             },
             Code::InvalidArgument
             | Code::OutOfRange

@@ -20,6 +20,7 @@ mod config;
 mod error;
 mod watch;
 
+use cluster_core::error::Retryable;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -78,6 +79,23 @@ pub enum ConnectError {
     /// The client could not be set up (bad URL, TLS).
     #[error("etcd client: {0}")]
     Client(#[from] etcd_client::Error),
+}
+
+impl Retryable for ConnectError {
+    /// A server that is not up yet may be later; a bad configuration stays bad.
+    fn is_retryable(&self) -> bool {
+        match self {
+            ConnectError::Config(_) => false,
+            ConnectError::Client(_) => true,
+        }
+    }
+
+    fn as_metrics_label(&self) -> &'static str {
+        match self {
+            ConnectError::Config(_) => "config",
+            ConnectError::Client(_) => "connect",
+        }
+    }
 }
 
 impl EtcdCoordinator {
@@ -295,7 +313,7 @@ impl LeaseStore for EtcdCoordinator {
                 *stream = None;
                 self.forget(id);
                 Err(CoordError::LeaseLost {
-                    lease: lease.to_string(),
+                    lease: lease.clone(),
                 })
             }
             Ok(Err(e)) => {

@@ -310,6 +310,6 @@ impl State {
 
 fn lost(lease: &LeaseId) -> CoordError {
     CoordError::LeaseLost {
-        lease: lease.to_string(),
+        lease: lease.clone(),
     }
 }

@@ -253,7 +253,7 @@ impl MembershipStore for NatsCoordinator {
                     Some((seq, live)) if live.lease.as_ref() == Some(lease) => seq,
                     _ => {
                         return Err(CoordError::LeaseLost {
-                            lease: lease.to_string(),
+                            lease: lease.clone(),
                         });
                     }
                 };

@@ -172,9 +172,7 @@ impl LeaseTable {
 }
 
 fn lost(id: &LeaseId) -> CoordError {
-    CoordError::LeaseLost {
-        lease: id.to_string(),
-    }
+    CoordError::LeaseLost { lease: id.clone() }
 }
 
 fn encode(record: &LeaseRecord) -> CoordResult<Bytes> {

@@ -77,6 +77,25 @@ pub enum ConnectError {
     Client(#[from] async_nats::ConnectError),
 }
 
+impl cluster_core::error::Retryable for ConnectError {
+    /// A server that is not up yet may be later; a bad configuration stays bad.
+    fn is_retryable(&self) -> bool {
+        match self {
+            ConnectError::Config(_) => false,
+            ConnectError::Credentials(_) => false,
+            ConnectError::Client(_) => true,
+        }
+    }
+
+    fn as_metrics_label(&self) -> &'static str {
+        match self {
+            ConnectError::Config(_) => "config",
+            ConnectError::Credentials(_) => "credentials",
+            ConnectError::Client(_) => "connect",
+        }
+    }
+}
+
 /// A call gave up because the key kept changing under it (renewals racing a conditional
 /// write); retrying later succeeds.
 #[derive(Debug, Clone, thiserror::Error)]

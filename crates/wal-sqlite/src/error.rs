@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use cluster_core::coordination::CoordError;
+use cluster_core::error::Retryable;
 use cluster_core::object_store::ObjectStoreError;
 
 /// What is wrong with a segment.
@@ -99,7 +100,7 @@ pub enum ReplicationError {
     #[error("fenced out: token {token} is not the current holder's")]
     Fenced {
         /// The token that lost.
-        token: u64,
+        token: cluster_core::ids::FencingToken,
     },
     /// Another node changed the generation record first.
     #[error("generation {generation} was changed concurrently: {detail}")]
@@ -148,14 +149,50 @@ impl ReplicationError {
             source,
         }
     }
+}
 
-    /// Whether retrying later may succeed (store or coordinator outage).
-    pub fn is_retryable(&self) -> bool {
+impl Retryable for ReplicationError {
+    /// Retrying later may succeed after a store or coordinator outage.
+    fn is_retryable(&self) -> bool {
         match self {
             ReplicationError::Store(e) => e.is_retryable(),
             ReplicationError::Coord(e) => e.is_retryable(),
             ReplicationError::Unavailable { .. } => true,
             _ => false,
+        }
+    }
+
+    fn as_metrics_label(&self) -> &'static str {
+        match self {
+            ReplicationError::Store(e) => e.as_metrics_label(),
+            ReplicationError::Coord(e) => e.as_metrics_label(),
+            ReplicationError::Sqlite(_) => "sqlite",
+            ReplicationError::Io { .. } => "io",
+            ReplicationError::Segment { source, .. } => source.as_metrics_label(),
+            ReplicationError::Config(_) => "config",
+            ReplicationError::TailNotShipped { .. } => "tail_not_shipped",
+            ReplicationError::Stopped => "stopped",
+            ReplicationError::MissingSegment { .. } => "missing_segment",
+            ReplicationError::Snapshot { .. } => "snapshot",
+            ReplicationError::NoSnapshot { .. } => "no_snapshot",
+            ReplicationError::Verification { .. } => "verification",
+            ReplicationError::NotWal { .. } => "not_wal",
+            ReplicationError::Fenced { .. } => "fenced",
+            ReplicationError::Conflict { .. } => "conflict",
+            ReplicationError::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
+impl Retryable for SegmentError {
+    fn is_retryable(&self) -> bool {
+        false
+    }
+
+    fn as_metrics_label(&self) -> &'static str {
+        match self {
+            SegmentError::Damaged { .. } => "segment_damaged",
+            SegmentError::Foreign { .. } => "segment_foreign",
         }
     }
 }

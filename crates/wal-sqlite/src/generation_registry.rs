@@ -193,9 +193,9 @@ impl GenerationRegistry {
         };
         match moved {
             Ok(_) => Ok(()),
-            Err(CoordError::StaleToken { presented, .. }) => Err(ReplicationError::Fenced {
-                token: presented.get(),
-            }),
+            Err(CoordError::StaleToken { presented, .. }) => {
+                Err(ReplicationError::Fenced { token: presented })
+            }
             Err(CoordError::Conflict { detail, .. }) => Err(ReplicationError::Conflict {
                 generation,
                 detail: detail.to_string(),
@@ -265,9 +265,7 @@ impl GenerationRegistry {
             if let Some(fence) = fence
                 && !self.kv.fence_holds(fence).await?
             {
-                return Err(ReplicationError::Fenced {
-                    token: fence.token.get(),
-                });
+                return Err(ReplicationError::Fenced { token: fence.token });
             }
             record.sealed_through = Some(through);
             match self

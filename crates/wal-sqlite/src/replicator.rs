@@ -15,6 +15,7 @@
 //! Segments of one generation are put strictly in order and each only after the previous was
 //! acknowledged, so the store never holds segment n+1 without n.
 
+use cluster_core::error::Retryable;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -342,7 +343,7 @@ impl Engine {
     /// after has everything a replica or a restore needs.
     async fn begin_generation(&mut self, from: StartFrom) -> ReplicationResult<()> {
         let registry = self.stores.registry.clone();
-        let token = self.term.token.get();
+        let token = self.term.token;
         let fenced = || ReplicationError::Fenced { token };
         if !self.term.valid_at(Instant::now()) {
             return Err(fenced());
@@ -597,7 +598,7 @@ impl Engine {
         while let Some(front) = self.pending.front_mut() {
             if !self.term.valid_at(Instant::now()) {
                 return Err(ReplicationError::Fenced {
-                    token: self.term.token.get(),
+                    token: self.term.token,
                 });
             }
             front.attempted = true;
@@ -968,7 +969,7 @@ impl Engine {
         if fenced {
             tracing::warn!(token = %self.term.token, "term lost: replication stopped");
             self.publish_stats(|s| s.fenced = true);
-            let token = self.term.token.get();
+            let token = self.term.token;
             self.fail_waiters(|| ReplicationError::Fenced { token });
         } else {
             self.fail_waiters(|| ReplicationError::Stopped);

@@ -4,60 +4,33 @@
 //! whatever the operation: the lease is gone, the token is stale, someone else won the race, the
 //! store is unreachable (retry), or the request itself was wrong (do not retry).
 
-use std::sync::Arc;
-
 use crate::ids::{FencingToken, NodeId, Revision};
 
-/// The cause behind an [`CoordError::Unavailable`]: kept as a shareable error object.
-pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+pub use crate::error::{DeadlineExceeded, ErrorSource};
 
-/// Which operation failed, for errors and metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Operation {
-    /// Granting a lease.
-    GrantLease,
-    /// Renewing a lease.
-    RenewLease,
-    /// Revoking a lease.
-    RevokeLease,
-    /// Reading a key or a prefix.
-    Read,
-    /// Writing or deleting a key.
-    Write,
-    /// Opening or resuming a watch.
-    Watch,
-    /// Campaigning, resigning or reading a leader.
-    Election,
-    /// Registering or listing members.
-    Membership,
-    /// Claiming, transferring or releasing ownership.
-    Claim,
-    /// Taking or releasing a lock.
-    Lock,
-}
-
-impl Operation {
-    /// A short lowercase label for metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Operation::GrantLease => "grant_lease",
-            Operation::RenewLease => "renew_lease",
-            Operation::RevokeLease => "revoke_lease",
-            Operation::Read => "read",
-            Operation::Write => "write",
-            Operation::Watch => "watch",
-            Operation::Election => "election",
-            Operation::Membership => "membership",
-            Operation::Claim => "claim",
-            Operation::Lock => "lock",
-        }
-    }
-}
-
-impl std::fmt::Display for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::operation_enum! {
+    /// Which operation failed, for errors and metric labels.
+    pub enum Operation {
+        /// Granting a lease.
+        GrantLease => "grant_lease",
+        /// Renewing a lease.
+        RenewLease => "renew_lease",
+        /// Revoking a lease.
+        RevokeLease => "revoke_lease",
+        /// Reading a key or a prefix.
+        Read => "read",
+        /// Writing or deleting a key.
+        Write => "write",
+        /// Opening or resuming a watch.
+        Watch => "watch",
+        /// Campaigning, resigning or reading a leader.
+        Election => "election",
+        /// Registering or listing members.
+        Membership => "membership",
+        /// Claiming, transferring or releasing ownership.
+        Claim => "claim",
+        /// Taking or releasing a lock.
+        Lock => "lock",
     }
 }
 
@@ -70,7 +43,7 @@ pub enum CoordError {
     #[error("lease {lease} is lost")]
     LeaseLost {
         /// The lease.
-        lease: String,
+        lease: crate::coordination::LeaseId,
     },
     /// The token presented is not the current one for the resource: someone else holds it now,
     /// or it was released.
@@ -168,37 +141,23 @@ impl std::fmt::Display for ConflictDetail {
     }
 }
 
+crate::unavailable_error!(CoordError, Operation);
+
 impl CoordError {
-    /// An [`CoordError::Unavailable`] from any error.
-    pub fn unavailable(
-        operation: Operation,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        CoordError::Unavailable {
-            operation,
-            source: Arc::new(source),
-        }
-    }
-
-    /// An [`CoordError::Unavailable`] for a call that ran past its deadline.
-    pub fn timed_out(operation: Operation, after: std::time::Duration) -> Self {
-        CoordError::unavailable(operation, DeadlineExceeded { after })
-    }
-
     /// A [`CoordError::BadRequest`].
     pub fn bad_request(reason: impl Into<String>) -> Self {
         CoordError::BadRequest {
             reason: reason.into(),
         }
     }
+}
 
-    /// Whether the same call may succeed if retried later.
-    pub fn is_retryable(&self) -> bool {
+impl crate::error::Retryable for CoordError {
+    fn is_retryable(&self) -> bool {
         matches!(self, CoordError::Unavailable { .. })
     }
 
-    /// A short label for metrics.
-    pub fn as_metrics_label(&self) -> &'static str {
+    fn as_metrics_label(&self) -> &'static str {
         match self {
             CoordError::LeaseLost { .. } => "lease_lost",
             CoordError::StaleToken { .. } => "stale_token",
@@ -210,14 +169,6 @@ impl CoordError {
             CoordError::Unsupported { .. } => "unsupported",
         }
     }
-}
-
-/// A call did not complete within its deadline.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("no answer within {after:?}")]
-pub struct DeadlineExceeded {
-    /// The deadline that passed.
-    pub after: std::time::Duration,
 }
 
 /// The result of a coordination operation.

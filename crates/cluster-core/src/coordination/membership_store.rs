@@ -113,7 +113,7 @@ pub trait MembershipStore: KvStore + WatchStore {
                 .await
             }
             _ => Err(CoordError::LeaseLost {
-                lease: lease.to_string(),
+                lease: lease.clone(),
             }),
         }
     }

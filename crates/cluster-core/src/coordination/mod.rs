@@ -14,7 +14,7 @@
 //!
 //! Keys are [`Key`]s: a [`Namespace`](crate::naming::Namespace) from the naming function plus a
 //! name, rendered by each adapter for its store. Errors are one [`CoordError`] enum whose
-//! [`is_retryable`](CoordError::is_retryable) tells an outage from a refusal.
+//! [`is_retryable`](crate::error::Retryable::is_retryable) tells an outage from a refusal.
 //!
 //! Fencing reaches the store itself: every claim, leadership and lock gives a [`Fence`] (a key
 //! and the revision it had when taken), and [`KvStore::put_if_held`] commits a write only while

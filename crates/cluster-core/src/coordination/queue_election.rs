@@ -74,7 +74,7 @@ where
                 .get(&key)
                 .await?
                 .ok_or_else(|| CoordError::LeaseLost {
-                    lease: lease.to_string(),
+                    lease: lease.clone(),
                 })?;
             Ok((key, created(&entry)?))
         }
@@ -99,7 +99,7 @@ where
         if !candidates.iter().any(|e| e.key == key) {
             // Our candidacy vanished: the lease ended while we waited.
             return Err(CoordError::LeaseLost {
-                lease: lease.to_string(),
+                lease: lease.clone(),
             });
         }
         let predecessor = candidates

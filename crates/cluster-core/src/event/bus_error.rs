@@ -1,42 +1,21 @@
 //! Errors of the EventBus port.
 
-use std::sync::Arc;
-
 /// The cause behind a [`BusError::Unavailable`], kept shareable.
-pub type BusErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+pub type BusErrorSource = crate::error::ErrorSource;
 
-/// Which bus operation failed, for errors and metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum BusOperation {
-    /// Creating or updating a stream.
-    Provision,
-    /// Publishing a message.
-    Publish,
-    /// Creating or resuming a durable consumer.
-    Subscribe,
-    /// Receiving the next delivery.
-    Receive,
-    /// Acknowledging, rejecting or terminating a delivery.
-    Ack,
-}
-
-impl BusOperation {
-    /// A short lowercase label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            BusOperation::Provision => "provision",
-            BusOperation::Publish => "publish",
-            BusOperation::Subscribe => "subscribe",
-            BusOperation::Receive => "receive",
-            BusOperation::Ack => "ack",
-        }
-    }
-}
-
-impl std::fmt::Display for BusOperation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::operation_enum! {
+    /// Which bus operation failed, for errors and metric labels.
+    pub enum BusOperation {
+        /// Creating or updating a stream.
+        Provision => "provision",
+        /// Publishing a message.
+        Publish => "publish",
+        /// Creating or resuming a durable consumer.
+        Subscribe => "subscribe",
+        /// Receiving the next delivery.
+        Receive => "receive",
+        /// Acknowledging, rejecting or terminating a delivery.
+        Ack => "ack",
     }
 }
 
@@ -90,30 +69,16 @@ pub enum BusError {
     Closed,
 }
 
-impl BusError {
-    /// An [`BusError::Unavailable`] from any error.
-    pub fn unavailable(
-        operation: BusOperation,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        BusError::Unavailable {
-            operation,
-            source: Arc::new(source),
-        }
-    }
+crate::unavailable_error!(BusError, BusOperation);
 
-    /// An [`BusError::Unavailable`] for a call that got no answer within `after`.
-    pub fn timed_out(operation: BusOperation, after: std::time::Duration) -> Self {
-        BusError::unavailable(operation, crate::coordination::DeadlineExceeded { after })
-    }
-
+impl crate::error::Retryable for BusError {
     /// Whether the same call may succeed later.
-    pub fn is_retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool {
         matches!(self, BusError::Unavailable { .. })
     }
 
     /// A short label for metrics.
-    pub fn as_metrics_label(&self) -> &'static str {
+    fn as_metrics_label(&self) -> &'static str {
         match self {
             BusError::Unavailable { .. } => "unavailable",
             BusError::NoStream { .. } => "no_stream",

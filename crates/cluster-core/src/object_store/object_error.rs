@@ -1,42 +1,21 @@
 //! Errors of the ObjectStore port.
 
-use std::sync::Arc;
-
 /// The cause behind an [`ObjectStoreError::Unavailable`], kept shareable.
-pub type ObjectErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+pub type ObjectErrorSource = crate::error::ErrorSource;
 
-/// Which object store operation failed, for errors and metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ObjectOperation {
-    /// Opening or creating the bucket.
-    Open,
-    /// Storing an object.
-    Put,
-    /// Reading an object or its description.
-    Get,
-    /// Listing objects.
-    List,
-    /// Deleting an object.
-    Delete,
-}
-
-impl ObjectOperation {
-    /// A short lowercase label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ObjectOperation::Open => "open",
-            ObjectOperation::Put => "put",
-            ObjectOperation::Get => "get",
-            ObjectOperation::List => "list",
-            ObjectOperation::Delete => "delete",
-        }
-    }
-}
-
-impl std::fmt::Display for ObjectOperation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::operation_enum! {
+    /// Which object store operation failed, for errors and metric labels.
+    pub enum ObjectOperation {
+        /// Opening or creating the bucket.
+        Open => "open",
+        /// Storing an object.
+        Put => "put",
+        /// Reading an object or its description.
+        Get => "get",
+        /// Listing objects.
+        List => "list",
+        /// Deleting an object.
+        Delete => "delete",
     }
 }
 
@@ -89,22 +68,6 @@ pub enum ObjectStoreError {
 }
 
 impl ObjectStoreError {
-    /// An [`ObjectStoreError::Unavailable`] from any error.
-    pub fn unavailable(
-        operation: ObjectOperation,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        ObjectStoreError::Unavailable {
-            operation,
-            source: Arc::new(source),
-        }
-    }
-
-    /// An [`ObjectStoreError::Unavailable`] for a call that got no answer within `after`.
-    pub fn timed_out(operation: ObjectOperation, after: std::time::Duration) -> Self {
-        ObjectStoreError::unavailable(operation, crate::coordination::DeadlineExceeded { after })
-    }
-
     /// An [`ObjectStoreError::Refused`].
     pub fn refused(operation: ObjectOperation, detail: impl Into<String>) -> Self {
         ObjectStoreError::Refused {
@@ -112,14 +75,18 @@ impl ObjectStoreError {
             detail: detail.into(),
         }
     }
+}
 
+crate::unavailable_error!(ObjectStoreError, ObjectOperation);
+
+impl crate::error::Retryable for ObjectStoreError {
     /// Whether the same call may succeed later.
-    pub fn is_retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool {
         matches!(self, ObjectStoreError::Unavailable { .. })
     }
 
     /// A short label for metrics.
-    pub fn as_metrics_label(&self) -> &'static str {
+    fn as_metrics_label(&self) -> &'static str {
         match self {
             ObjectStoreError::Unavailable { .. } => "unavailable",
             ObjectStoreError::InvalidName { .. } => "invalid_name",

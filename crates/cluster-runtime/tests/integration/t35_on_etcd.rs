@@ -5,6 +5,7 @@
 //! checked on the same nodes.
 
 use crate::common;
+use cluster_core::error::Retryable;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

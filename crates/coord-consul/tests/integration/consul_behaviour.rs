@@ -2,6 +2,7 @@
 //! `consul lock`, lock-delay, watches that resync when Consul's index goes backwards, session
 //! TTL minimums, ACL tokens and datacenters. Against testkit's Consul test server.
 
+use cluster_core::error::Retryable;
 use std::time::Duration;
 
 use cluster_core::coordination::{

@@ -3,6 +3,7 @@
 //! watch of the election follows the next hand-over.
 
 use crate::common;
+use cluster_core::error::Retryable;
 
 use std::future::Future;
 use std::sync::Arc;

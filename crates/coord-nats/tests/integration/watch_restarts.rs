@@ -1,6 +1,7 @@
 //! A watch outlives twenty server restarts and leaves no consumer behind on the server.
 
 use crate::common;
+use cluster_core::error::Retryable;
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,6 @@
 //! A store that is down gives `Unavailable`, never a hang.
 
+use cluster_core::error::Retryable;
 use std::time::Duration;
 
 use cluster_core::coordination::{Expect, KeyPrefix, WatchStart, WatchTarget};

@@ -1,5 +1,6 @@
 //! Watches: snapshot, order, full history, compaction, restarts.
 
+use cluster_core::error::Retryable;
 use std::time::Duration;
 
 use cluster_core::coordination::{

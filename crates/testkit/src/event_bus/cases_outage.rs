@@ -1,5 +1,6 @@
 //! A bus that is down gives `Unavailable` within the call timeout, and keeps what it acked.
 
+use cluster_core::error::Retryable;
 use std::time::Duration;
 
 use cluster_core::event::SubscriptionSpec;

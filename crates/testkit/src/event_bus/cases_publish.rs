@@ -1,5 +1,6 @@
 //! Publishing: round trip, dedup, order, filters, limits, specs.
 
+use cluster_core::error::Retryable;
 use std::time::Duration;
 
 use cluster_core::event::BusError;

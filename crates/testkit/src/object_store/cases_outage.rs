@@ -1,6 +1,7 @@
 //! A store that goes away: calls fail as retryable within the deadline, data survives.
 
 use super::harness::{ObjectStoreHarness, name, pattern};
+use cluster_core::error::Retryable;
 
 /// With the store down every call gives a retryable error in bounded time; once it is back,
 /// everything stored before is still there and writes work again.

@@ -4,6 +4,7 @@
 //! a segment the store acknowledged, and succeeds with every synced commit once healed.
 
 use crate::fixtures;
+use cluster_core::error::Retryable;
 
 use std::sync::Arc;
 use std::time::Duration;
