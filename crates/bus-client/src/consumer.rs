@@ -198,7 +198,7 @@ impl Worker {
     async fn run(self, mut deliveries: Box<dyn DeliveryStream>, cancel: CancellationToken) {
         let mut failures = 0u32;
         let mut needs_catch_up = true;
-        let mut last_prune = tokio::time::Instant::now();
+        let mut last_prune = coord_client::instant_now();
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -238,7 +238,7 @@ impl Worker {
                     }
                     self.process(batch).await;
                     if last_prune.elapsed() > Duration::from_secs(3600) {
-                        last_prune = tokio::time::Instant::now();
+                        last_prune = coord_client::instant_now();
                         self.prune().await;
                     }
                 }

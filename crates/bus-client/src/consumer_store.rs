@@ -10,7 +10,6 @@
 //! Seen ids are kept at least the retention (24 hours by default), far beyond JetStream's
 //! 2-minute duplicate window.
 
-use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
 use cluster_core::event::EventId;
@@ -47,7 +46,7 @@ pub(crate) fn create_tables(conn: &rusqlite::Connection) -> rusqlite::Result<()>
 }
 
 fn now_ms() -> i64 {
-    let d = SystemTime::now()
+    let d = coord_client::wall_now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

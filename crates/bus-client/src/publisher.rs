@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use std::time::SystemTime;
 
 use cluster_core::event::BusError;
 use cluster_core::event::BusMessage;
@@ -250,7 +249,7 @@ impl Publisher {
         shard: PartitionId,
         limit: Duration,
     ) -> Result<(), DrainTimeout> {
-        let started = tokio::time::Instant::now();
+        let started = coord_client::instant_now();
         loop {
             let changed = self.inner.changed.notified();
             let remaining = self.inner.outbox.shard_depth(shard.0);
@@ -297,7 +296,7 @@ impl Publisher {
         }
         // Publishes waiting for room in the outbox look again, and see the claim ended.
         self.inner.changed.notify_waiters();
-        let started = tokio::time::Instant::now();
+        let started = coord_client::instant_now();
         loop {
             let changed = self.inner.changed.notified();
             let in_flight = self.inner.in_flight(shard.0);
@@ -496,7 +495,7 @@ impl Inner {
             event_id,
             event_type: event.event_type.clone(),
             schema_version: event.schema_version,
-            occurred_at: Timestamp::from_system_time(SystemTime::now()),
+            occurred_at: Timestamp::from_system_time(coord_client::wall_now()),
             node_id: self.config.node_id.clone(),
             shard: event.shard,
             ordering_key: event.ordering_key.clone(),
@@ -580,7 +579,7 @@ impl Inner {
         entries: Vec<OutboxEntry>,
         event: &OutgoingEvent,
     ) -> Result<(), PublishError> {
-        let started = tokio::time::Instant::now();
+        let started = coord_client::instant_now();
         loop {
             self.claim_valid(event)?;
             let changed = self.changed.notified();
@@ -603,7 +602,7 @@ impl Inner {
                             return Err(PublishError::OutboxFull { capacity });
                         }
                         let claim_left = coord_client::to_instant(event.valid_until)
-                            .saturating_duration_since(tokio::time::Instant::now());
+                            .saturating_duration_since(coord_client::instant_now());
                         let _ = tokio::time::timeout(left.min(claim_left), changed).await;
                     }
                 },

@@ -1,4 +1,6 @@
 //! Deliveries of an in-memory durable consumer.
+// Redelivery after an ack wait is a timer on tokio's clock, which it sleeps on and paused-time tests drive.
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
 use std::time::Duration;

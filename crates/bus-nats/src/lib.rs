@@ -11,6 +11,7 @@
 //! or on a server with `sync_interval: always` (docs/event-bus.md).
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod config;
 mod nats_delivery;

@@ -108,6 +108,7 @@ pub(crate) struct Audit {
     node: String,
     tail: Arc<Mutex<VecDeque<AuditEvent>>>,
     queue: Option<mpsc::Sender<AuditEvent>>,
+    clock: Arc<dyn cluster_core::clock::Clock>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -125,6 +126,7 @@ impl Audit {
         platform: &str,
         node: &str,
         bus: Option<(Arc<dyn EventBus>, Subjects)>,
+        clock: Arc<dyn cluster_core::clock::Clock>,
     ) -> Self {
         let queue = bus.map(|(bus, subjects)| {
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -136,6 +138,7 @@ impl Audit {
             node: node.to_owned(),
             tail: Arc::default(),
             queue,
+            clock,
         }
     }
 
@@ -148,7 +151,9 @@ impl Audit {
         partition: Option<u32>,
         detail: Option<String>,
     ) {
-        let at_ms = SystemTime::now()
+        let at_ms = self
+            .clock
+            .wall()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let event = AuditEvent {

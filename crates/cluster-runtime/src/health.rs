@@ -11,10 +11,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cluster_core::clock::Clock;
+use cluster_core::time::MonoTime;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::HookResult;
@@ -115,7 +116,7 @@ struct CheckState {
     spec: CheckSpec,
     history: VecDeque<CheckResult>,
     consecutive_failures: u32,
-    breaker_open_until: Option<Instant>,
+    breaker_open_until: Option<MonoTime>,
 }
 
 impl CheckState {
@@ -130,7 +131,8 @@ impl CheckState {
 pub struct HealthRegistry {
     checks: Arc<Mutex<BTreeMap<String, CheckState>>>,
     status: Arc<watch::Sender<HealthStatus>>,
-    started: Instant,
+    clock: Arc<dyn Clock>,
+    started: MonoTime,
 }
 
 impl std::fmt::Debug for HealthRegistry {
@@ -142,16 +144,23 @@ impl std::fmt::Debug for HealthRegistry {
 }
 
 impl Default for HealthRegistry {
+    /// A registry on tokio's clock.
     fn default() -> Self {
-        HealthRegistry {
-            checks: Arc::default(),
-            status: Arc::new(watch::channel(HealthStatus::Healthy).0),
-            started: Instant::now(),
-        }
+        HealthRegistry::new(Arc::new(coord_client::TokioClock))
     }
 }
 
 impl HealthRegistry {
+    /// A registry whose breakers and result stamps run on `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        HealthRegistry {
+            checks: Arc::default(),
+            status: Arc::new(watch::channel(HealthStatus::Healthy).0),
+            started: clock.now(),
+            clock,
+        }
+    }
+
     /// The current overall status.
     pub fn status(&self) -> HealthStatus {
         *self.status.borrow()
@@ -164,7 +173,7 @@ impl HealthRegistry {
 
     /// Every check's report.
     pub fn report(&self) -> Vec<CheckReport> {
-        let now = Instant::now();
+        let now = self.clock.now();
         self.lock()
             .values()
             .map(|c| CheckReport {
@@ -224,7 +233,7 @@ impl HealthRegistry {
             let Some(state) = checks.get(name) else {
                 return;
             };
-            let now = Instant::now();
+            let now = self.clock.now();
             let failing_dep = state
                 .spec
                 .depends_on
@@ -257,7 +266,11 @@ impl HealthRegistry {
     /// Records that `name` did not run because a dependency fails: it reports failing, but the
     /// skipped run is not a failure of its own (it neither opens nor extends its breaker).
     fn record_blocked(&self, name: &str, reason: String) {
-        let at_ms = self.started.elapsed().as_millis() as u64;
+        let at_ms = self
+            .clock
+            .now()
+            .saturating_duration_since(self.started)
+            .as_millis() as u64;
         let overall = {
             let mut checks = self.lock();
             let Some(state) = checks.get_mut(name) else {
@@ -285,7 +298,11 @@ impl HealthRegistry {
     }
 
     fn record(&self, name: &str, result: Result<(), String>) {
-        let at_ms = self.started.elapsed().as_millis() as u64;
+        let at_ms = self
+            .clock
+            .now()
+            .saturating_duration_since(self.started)
+            .as_millis() as u64;
         let overall = {
             let mut checks = self.lock();
             let Some(state) = checks.get_mut(name) else {
@@ -308,7 +325,7 @@ impl HealthRegistry {
             } else {
                 state.consecutive_failures += 1;
                 if state.consecutive_failures >= BREAKER_THRESHOLD {
-                    state.breaker_open_until = Some(Instant::now() + state.spec.interval * 5);
+                    state.breaker_open_until = Some(self.clock.now() + state.spec.interval * 5);
                 }
             }
             rollup(&checks)
@@ -348,6 +365,35 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    #[tokio::test]
+    async fn the_breaker_runs_on_the_injected_clock() {
+        let clock = Arc::new(cluster_core::clock::ManualClock::new());
+        let registry = HealthRegistry::new(clock.clone());
+        let stop = CancellationToken::new();
+        let interval = Duration::from_secs(60);
+        registry.register(
+            CheckSpec::new("db", interval),
+            || async { Ok(()) },
+            stop.clone(),
+        );
+        stop.cancel();
+        for _ in 0..BREAKER_THRESHOLD {
+            registry.set("db", Err("down".into()));
+        }
+        let breaker_open = |r: &HealthRegistry| r.report().iter().any(|c| c.breaker_open);
+        assert!(breaker_open(&registry), "three failures open the breaker");
+        clock.advance(interval * 5 - Duration::from_millis(1));
+        assert!(
+            breaker_open(&registry),
+            "it stays open for five intervals of the clock"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert!(
+            !breaker_open(&registry),
+            "and closes when the clock says so"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn breaker_opens_after_three_failures_and_dependents_wait() {

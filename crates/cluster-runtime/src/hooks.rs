@@ -62,7 +62,7 @@ impl<C: Send + 'static> Hook<C> {
         ctx: C,
         timeout: Duration,
     ) -> HookResult {
-        let started = std::time::Instant::now();
+        let started = coord_client::instant_now();
         let outcome = match tokio::time::timeout(timeout, (self.f)(ctx)).await {
             Ok(r) => r,
             Err(_) => Err(Box::new(HookTimedOut {

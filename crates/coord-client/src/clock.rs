@@ -1,4 +1,10 @@
-//! The `Clock` port over tokio's clock.
+//! The `Clock` port over tokio's clock, and the one module of the product crates that reads a
+//! clock (`clippy.toml` forbids `Instant::now` and `SystemTime::now` everywhere else).
+//!
+//! Deadlines that decide ownership run on [`MonoTime`] from an injected `Clock` ([`BootClock`] for
+//! sessions); [`instant_now`] serves timers and call deadlines that tokio sleeps on; [`wall_now`]
+//! stamps records shown to people.
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::OnceLock;
 use std::time::SystemTime;
@@ -16,6 +22,17 @@ fn origin() -> Instant {
 /// The current monotonic time as a [`MonoTime`] (tokio's clock: pausable in tests).
 pub fn mono_now() -> MonoTime {
     MonoTime::from_duration(Instant::now().saturating_duration_since(origin()))
+}
+
+/// tokio's current instant, for timers, call deadlines and elapsed-time metrics (pausable in
+/// tests). Never for an ownership deadline: those are [`MonoTime`] values from a `Clock`.
+pub fn instant_now() -> Instant {
+    Instant::now()
+}
+
+/// The wall clock, for timestamps shown to people or stored in records; never for deadlines.
+pub fn wall_now() -> SystemTime {
+    SystemTime::now()
 }
 
 /// The tokio instant of a [`MonoTime`] from [`mono_now`], for `sleep_until`.

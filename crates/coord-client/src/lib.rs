@@ -11,11 +11,12 @@
 //! one round trip per call; this crate adds what must behave the same on all of them.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod clock;
 mod retry;
 mod session;
 
-pub use clock::{BootClock, TokioClock, mono_now, to_instant};
+pub use clock::{BootClock, TokioClock, instant_now, mono_now, to_instant, wall_now};
 pub use retry::RetryPolicy;
 pub use session::{LostReason, Session, SessionState};

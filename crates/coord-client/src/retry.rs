@@ -5,7 +5,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use cluster_core::coordination::CoordResult;
-use tokio::time::Instant;
 
 /// How long and how often to retry an operation that failed with a retryable error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +48,7 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = CoordResult<T>>,
     {
-        let started = Instant::now();
+        let started = crate::instant_now();
         let mut attempt = 0u32;
         loop {
             attempt += 1;

@@ -1,5 +1,7 @@
 //! Keys: reads, conditional writes, writes bound to a session, and fenced writes, each one
 //! `/v1/txn` so the condition and the write are one store operation.
+// The lock-delay retry budget is a call deadline on tokio's clock; no ownership decision is taken on it.
+#![allow(clippy::disallowed_methods)]
 
 use async_trait::async_trait;
 use cluster_core::coordination::{

@@ -7,6 +7,8 @@
 //! new `Snapshot` instead: a failed or timed-out query (store down, partition), an index that
 //! went backwards (tombstones reaped, snapshot restored) or an index of 0. The loop is rate
 //! limited by a token bucket (burst 10, then one query per 50 ms), as Consul's guide asks.
+// The watch's request pacing runs on tokio's clock, which it sleeps on.
+#![allow(clippy::disallowed_methods)]
 
 use cluster_core::error::Retryable;
 use std::collections::BTreeMap;

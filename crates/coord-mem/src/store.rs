@@ -1,4 +1,6 @@
 //! The shared in-memory state: keys with revisions, leases with expiry, history, watchers.
+// Lease expiry is a timer: it sleeps on tokio's clock (which paused-time tests drive), and the Clock port has no sleep to drive it with.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, Weak};

@@ -10,6 +10,8 @@
 //! tombstone or a server delete marker (`Nats-Marker-Reason`, written when a TTL runs out) is
 //! [`StoredState::Gone`]; anything else is a live value, with the lease and term headers this
 //! adapter writes.
+// Call deadlines run on tokio's clock, which tokio sleeps on; no ownership decision is taken on them.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::HashSet;
 use std::sync::Mutex;

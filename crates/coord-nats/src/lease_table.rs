@@ -20,6 +20,8 @@
 //!
 //! Revoking marks the lease dead here first (later calls with it fail with `LeaseLost` at
 //! once), tombstones the record, then deletes every key that still carries `Coord-Lease: L`.
+// An adapter's own timers: a lease's renewal send times and call deadlines run on tokio's clock, which tokio sleeps on and paused-time tests drive; the session's ownership deadline is the runtime's, on its injected clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

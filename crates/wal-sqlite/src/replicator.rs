@@ -237,7 +237,7 @@ impl Replicator {
             checkpointed_at: 0,
             caught_up: false,
             retry_at: None,
-            last_snapshot: Instant::now(),
+            last_snapshot: coord_client::instant_now(),
             snapshot_requests: Vec::new(),
             stats,
             oldest_pending,
@@ -345,7 +345,7 @@ impl Engine {
         let registry = self.stores.registry.clone();
         let token = self.term.token;
         let fenced = || ReplicationError::Fenced { token };
-        if !self.term.valid_at(Instant::now()) {
+        if !self.term.valid_at(coord_client::instant_now()) {
             return Err(fenced());
         }
         let head = registry.head().await?;
@@ -383,7 +383,7 @@ impl Engine {
                     break;
                 }
             }
-            if !self.term.valid_at(Instant::now()) {
+            if !self.term.valid_at(coord_client::instant_now()) {
                 return Err(fenced());
             }
             registry
@@ -401,7 +401,7 @@ impl Engine {
             parent,
             sealed_through: None,
         };
-        if !self.term.valid_at(Instant::now()) {
+        if !self.term.valid_at(coord_client::instant_now()) {
             return Err(fenced());
         }
         registry.register(&record).await?;
@@ -446,7 +446,7 @@ impl Engine {
                 serde_json::to_vec(&manifest).unwrap_or_default(),
             )
             .await?;
-        if !self.term.valid_at(Instant::now()) {
+        if !self.term.valid_at(coord_client::instant_now()) {
             return Err(fenced());
         }
         registry
@@ -496,7 +496,7 @@ impl Engine {
         .await;
         let _ = std::fs::remove_file(&temp);
         let manifest = uploaded?;
-        self.last_snapshot = Instant::now();
+        self.last_snapshot = coord_client::instant_now();
         metrics::gauge!(m::SNAPSHOT_AGE_SECONDS).set(0.0);
         let created = manifest.created_at_ms;
         let sizes = (manifest.size, manifest.stored_size());
@@ -557,7 +557,7 @@ impl Engine {
             bytes,
             stored: None,
             checksum,
-            captured_at: Instant::now(),
+            captured_at: coord_client::instant_now(),
             attempted: false,
         });
         self.next_index += 1;
@@ -592,11 +592,14 @@ impl Engine {
 
     /// Puts pending segments in order; stops at the first failure (retried later).
     async fn ship(&mut self) -> ReplicationResult<()> {
-        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+        if self
+            .retry_at
+            .is_some_and(|t| coord_client::instant_now() < t)
+        {
             return Ok(());
         }
         while let Some(front) = self.pending.front_mut() {
-            if !self.term.valid_at(Instant::now()) {
+            if !self.term.valid_at(coord_client::instant_now()) {
                 return Err(ReplicationError::Fenced {
                     token: self.term.token,
                 });
@@ -615,7 +618,7 @@ impl Engine {
                 Ok(_) => {
                     let done = self.pending.pop_front();
                     let Some(done) = done else { break };
-                    let acked_at = Instant::now();
+                    let acked_at = coord_client::instant_now();
                     self.acked = Position {
                         generation: self.generation,
                         index: done.header.index,
@@ -649,7 +652,7 @@ impl Engine {
                 Err(e) => {
                     tracing::warn!(error = %e, segment = %name, "segment put failed; will retry");
                     metrics::gauge!(m::STORE_DEGRADED).set(1.0);
-                    self.retry_at = Some(Instant::now() + self.retry_delay);
+                    self.retry_at = Some(coord_client::instant_now() + self.retry_delay);
                     self.retry_delay =
                         Backoff::new(self.config.retry_delay, Duration::from_secs(1))
                             .after(self.retry_delay);
@@ -666,7 +669,7 @@ impl Engine {
     fn resolve(&mut self, acked_at: Instant) {
         let acked = self.acked;
         let in_term = self.term.valid_at(acked_at);
-        let now = Instant::now();
+        let now = coord_client::instant_now();
         let token = self.term.token.get();
         self.waiters.retain_mut(|w| {
             if w.target <= acked.index {
@@ -717,11 +720,11 @@ impl Engine {
         let target = self.next_index - 1;
         self.waiters.push(Waiter {
             target,
-            deadline: Instant::now() + self.config.sync_timeout,
+            deadline: coord_client::instant_now() + self.config.sync_timeout,
             reply,
         });
         self.ship().await?;
-        self.resolve(Instant::now());
+        self.resolve(coord_client::instant_now());
         Ok(())
     }
 
@@ -729,7 +732,7 @@ impl Engine {
         // Degraded while a retry is due later. A retry time that has passed with nothing
         // pending was set by a failed step other than a put (starting a generation after a
         // gap, say): no put will clear it, so it ends here and the step is tried again.
-        let now = Instant::now();
+        let now = coord_client::instant_now();
         let degraded = self.retry_at.is_some_and(|t| now < t);
         if !degraded && self.pending.is_empty() && self.retry_at.take().is_some() {
             tracing::info!("retrying after a failed replication step");
@@ -811,7 +814,7 @@ impl Engine {
                             reason: e.to_string(),
                         }));
                     }
-                    self.last_snapshot = Instant::now();
+                    self.last_snapshot = coord_client::instant_now();
                 }
             }
             return Ok(());
@@ -836,7 +839,7 @@ impl Engine {
     /// once and then with a short backoff, until everything is shipped or the term ends
     /// (without a lease, for at most `sync_timeout`). A tail left unshipped is reported.
     async fn ship_tail(&mut self) -> ReplicationResult<()> {
-        let started = Instant::now();
+        let started = coord_client::instant_now();
         let backoff = Backoff::new(self.config.poll_interval, Duration::from_millis(250));
         let mut delay = backoff.initial;
         let mut last_error = None;
@@ -844,7 +847,7 @@ impl Engine {
             last_error = Some(e.to_string());
         }
         while !self.pending.is_empty() {
-            let now = Instant::now();
+            let now = coord_client::instant_now();
             if !self.term.valid_at(now) {
                 last_error = Some("the term ended".into());
                 break;
@@ -939,7 +942,7 @@ impl Engine {
                         self.capture_new().await?;
                         self.ship().await?;
                         self.maintain().await?;
-                        self.resolve(Instant::now());
+                        self.resolve(coord_client::instant_now());
                         Ok::<(), ReplicationError>(())
                     };
                     r.await
@@ -950,7 +953,7 @@ impl Engine {
                     ReplicationError::Fenced { .. } => break Err(e),
                     e if e.is_retryable() => {
                         tracing::warn!(error = %e, "replication step failed; retrying");
-                        self.retry_at = Some(Instant::now() + self.retry_delay);
+                        self.retry_at = Some(coord_client::instant_now() + self.retry_delay);
                         let reason = e.to_string();
                         self.publish_stats(|s| s.degraded = Some(reason));
                     }

@@ -319,13 +319,13 @@ impl Restore {
         let _ = std::fs::remove_file(&temp);
         self.report(|p| p.snapshot_total = snap.size);
         let mut timings = RestoreTimings::default();
-        let phase = std::time::Instant::now();
+        let phase = coord_client::instant_now();
         snapshot::download(&self.snapshots, &snap, &temp, |n| {
             self.report(|p| p.snapshot_bytes += n)
         })
         .await?;
         timings.snapshot = phase.elapsed();
-        let phase = std::time::Instant::now();
+        let phase = coord_client::instant_now();
         let mut bytes = snap.size;
         let file = OpenOptions::new()
             .read(true)
@@ -387,7 +387,7 @@ impl Restore {
                 })
                 .buffered(PARALLEL_SEGMENTS);
             loop {
-                let waited = std::time::Instant::now();
+                let waited = coord_client::instant_now();
                 let next = fetches.next().await;
                 timings.segments_fetch_wait += waited.elapsed();
                 let Some((i, fetched)) = next else { break };
@@ -439,12 +439,12 @@ impl Restore {
         flush(&file, &temp, &mut pending, snap.page_size)?;
         replica_file::finish_header(&file).map_err(|e| ReplicationError::io(&temp, e))?;
         timings.segments = phase.elapsed();
-        let phase = std::time::Instant::now();
+        let phase = coord_client::instant_now();
         file.sync_all()
             .map_err(|e| ReplicationError::io(&temp, e))?;
         drop(file);
         timings.sync = phase.elapsed();
-        let phase = std::time::Instant::now();
+        let phase = coord_client::instant_now();
         let verify = temp.clone();
         tokio::task::spawn_blocking(move || replica_file::integrity_check(&verify))
             .await
@@ -492,7 +492,7 @@ fn temp_path(dest: &Path) -> PathBuf {
 
 /// How long ago a Unix-millisecond time was.
 pub(crate) fn age_of(ms: u64) -> Duration {
-    SystemTime::now()
+    coord_client::wall_now()
         .duration_since(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
         .unwrap_or_default()
 }

@@ -81,7 +81,7 @@ impl SnapshotManifest {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
+    coord_client::wall_now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }

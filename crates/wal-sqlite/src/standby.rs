@@ -496,7 +496,7 @@ impl Follower {
                 .hole_checked_at
                 .is_none_or(|t| t.elapsed() >= self.config.poll_interval * 20)
         {
-            self.hole_checked_at = Some(tokio::time::Instant::now());
+            self.hole_checked_at = Some(coord_client::instant_now());
             if let Some(step) = self.at_hole(&record, next, fenced, options).await? {
                 return Ok(step);
             }

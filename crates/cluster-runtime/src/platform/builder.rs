@@ -32,6 +32,7 @@ pub struct PlatformBuilder {
     http_addr: Option<SocketAddr>,
     max_concurrent_moves: usize,
     object_stores: Option<Arc<dyn cluster_core::object_store::ObjectStores>>,
+    clock: Arc<dyn cluster_core::clock::Clock>,
 }
 
 impl std::fmt::Debug for PlatformBuilder {
@@ -44,6 +45,13 @@ impl std::fmt::Debug for PlatformBuilder {
 }
 
 impl PlatformBuilder {
+    /// Where the runtime reads time for its health breakers and audit stamps (default: tokio's
+    /// clock and the system wall clock). Sessions keep their deadlines on the boot clock.
+    pub fn clock(mut self, clock: Arc<dyn cluster_core::clock::Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The coordination store (required).
     pub fn coordinator(mut self, coordinator: Arc<dyn Coordinator>) -> Self {
         self.coordinator = Some(coordinator);
@@ -174,7 +182,8 @@ impl PlatformBuilder {
                 object_stores: self.object_stores,
                 sessions: SessionSlot::default(),
                 members: watch::channel(BTreeMap::new()).0,
-                health: HealthRegistry::default(),
+                health: HealthRegistry::new(self.clock.clone()),
+                clock: self.clock,
                 apps: Mutex::new(Vec::new()),
                 audit: Mutex::new(None),
                 state: watch::channel(NodeState::Starting).0,
@@ -198,6 +207,7 @@ impl Platform {
             address: String::new(),
             labels: BTreeMap::new(),
             timing: Timing::default(),
+            clock: Arc::new(coord_client::TokioClock),
             heartbeat: None,
             http_addr: None,
             max_concurrent_moves: 16,

@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     pub(crate) state: watch::Sender<NodeState>,
     self_health: watch::Sender<cluster_core::node_health::HealthState>,
     bound_http: Mutex<Option<SocketAddr>>,
+    /// Where the runtime's health breakers and audit stamps read time.
+    pub(crate) clock: Arc<dyn cluster_core::clock::Clock>,
 }
 
 /// One node of a cluster. Cheap to clone.
@@ -343,7 +345,12 @@ impl Platform {
             .ok()
             .and(self.inner.bus.clone())
             .map(|b| (b, self.inner.topology.subjects.clone()));
-        let audit = Audit::new(self.inner.name.as_str(), self.inner.node.as_str(), bus);
+        let audit = Audit::new(
+            self.inner.name.as_str(),
+            self.inner.node.as_str(),
+            bus,
+            self.inner.clock.clone(),
+        );
         *slot = Some(audit.clone());
         audit
     }

@@ -220,7 +220,7 @@ impl RingNode {
                 )
             })
             .collect();
-        let now = tokio::time::Instant::now();
+        let now = coord_client::instant_now();
         self.backoff_until.retain(|_, until| *until > now);
         let backing_off: BTreeSet<u32> = self.backoff_until.keys().copied().collect();
         let target = self.view_tx.borrow().target.clone();
@@ -477,7 +477,7 @@ impl RingNode {
                     .is_some_and(|o| o.claim.token == token && !o.handing_off)
                 {
                     self.backoff_until
-                        .insert(p, tokio::time::Instant::now() + OWN_FAILED_BACKOFF);
+                        .insert(p, coord_client::instant_now() + OWN_FAILED_BACKOFF);
                     self.leave(p, None, ReleaseReason::Handoff);
                 }
             }
