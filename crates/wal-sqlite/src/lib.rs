@@ -7,7 +7,6 @@
 mod capture;
 mod compression;
 mod config;
-mod dir_object_store;
 mod error;
 mod generation;
 mod generation_registry;
@@ -28,7 +27,6 @@ mod wal_scan;
 
 pub use compression::Compression;
 pub use config::{ReplicationConfig, Retention};
-pub use dir_object_store::{DirObjectStore, DirObjectStores};
 pub use error::{ReplicationError, ReplicationResult, SegmentError};
 pub use generation::{FenceRecord, GenerationManifest, GenerationRecord};
 pub use generation_registry::GenerationRegistry;

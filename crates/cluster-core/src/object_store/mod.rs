@@ -10,7 +10,7 @@
 //!
 //! One store value is one bucket (for NATS: one Object Store bucket, named by
 //! [`Namespace::bucket`](crate::naming::Namespace::bucket)). Adapters: `bus-nats`'s
-//! `NatsObjectStore`, `wal-sqlite`'s `DirObjectStore`, `bus-mem`'s `MemObjectStore`; every
+//! `NatsObjectStore`, `store-dir`'s `DirObjectStore`, `bus-mem`'s `MemObjectStore`; every
 //! adapter passes `testkit::object_store`'s contract suite. Their [`ObjectStores`]:
 //! `NatsObjectStores`, `DirObjectStores`.
 

@@ -11,7 +11,8 @@ use cluster_core::coordination::Coordinator;
 use cluster_core::object_store::ObjectStores;
 use cluster_runtime::{App, AppHandle, AuditKind, Platform};
 use coord_mem::MemCoordinator;
-use wal_sqlite::{DirObjectStores, Retention};
+use store_dir::DirObjectStores;
+use wal_sqlite::Retention;
 
 struct Node {
     platform: Platform,

@@ -6,7 +6,7 @@
 //! `#[test]` per case:
 //!
 //! ```ignore
-//! // crates/wal-sqlite/tests/integration/dir_object_store.rs
+//! // crates/store-dir/tests/integration/main.rs
 //! testkit::object_store_contract_suite!(DirHarness::start());
 //! ```
 //!

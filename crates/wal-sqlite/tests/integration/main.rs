@@ -3,7 +3,6 @@
 // Test code measures and waits on real time directly.
 #![allow(clippy::disallowed_methods)]
 
-mod dir_object_store;
 mod fixtures;
 mod t10_follow;
 mod t20_restore;

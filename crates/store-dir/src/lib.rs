@@ -4,6 +4,8 @@
 //! never contain), so `a` and `a/b` can both exist. A put writes a hidden temporary file,
 //! fsyncs it, renames it over the name and fsyncs the directory: readers see the old file or
 //! the new one, and a crash leaves at most a stray temporary file, swept on open.
+#![warn(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::path::PathBuf;

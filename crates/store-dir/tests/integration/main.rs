@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cluster_core::object_store::ObjectStore;
+use store_dir::DirObjectStore;
 use testkit::object_store::ObjectStoreHarness;
-use wal_sqlite::DirObjectStore;
 
 struct DirHarness {
     dir: tempfile::TempDir,
