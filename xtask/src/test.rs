@@ -95,6 +95,20 @@ fn run_steps(timings: &mut Timings, no_lint: bool, extra: &[String]) -> anyhow::
             "warnings",
         ]);
         timings.step("cargo clippy -D warnings", clippy)?;
+        // The workspace build unifies features; the runtime without its optional SQLite
+        // replication is a build of its own.
+        let mut lean = cargo();
+        lean.args([
+            "clippy",
+            "-p",
+            "cluster-runtime",
+            "--lib",
+            "--no-default-features",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        timings.step("cargo clippy cluster-runtime without sqlite", lean)?;
         // rustdoc's lints (broken intra-doc links among them) only run when the docs are built.
         let mut doc = cargo();
         doc.args(["doc", "--no-deps", "--workspace", "--quiet"])

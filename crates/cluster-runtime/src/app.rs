@@ -173,7 +173,8 @@ impl AppBuilder {
     /// Replicates the SQLite database at `path` to the other nodes (active-passive only): the
     /// leader's writes are captured into WAL segments, standbys follow them into
     /// `replica_path`, and a new leader promotes its replica before `on_active` runs.
-    /// Requires `PlatformBuilder::object_stores`.
+    /// Requires `PlatformBuilder::object_stores` and the `sqlite` feature.
+    #[cfg(feature = "sqlite")]
     pub fn with_sqlite(
         mut self,
         path: impl Into<std::path::PathBuf>,
@@ -196,6 +197,7 @@ impl AppBuilder {
     /// every later commit, acknowledged ones included. Off by default: such a promotion is
     /// refused (`promotion_refused` in the audit) and the node stays a standby. Set only after
     /// a disaster, knowingly; ignored without [`with_sqlite`](Self::with_sqlite).
+    #[cfg(feature = "sqlite")]
     pub fn accept_data_loss_on_promotion(mut self, accept: bool) -> Self {
         if let Some(spec) = &mut self.sqlite {
             spec.accept_data_loss = accept;
@@ -279,13 +281,8 @@ impl AppBuilder {
                 "replication follows the election: only active-passive apps can have a database",
             ));
         }
-        if let Some(spec) = &self.sqlite
-            && spec.path == spec.replica_path
-        {
-            return Err(RuntimeError::config(
-                "sqlite.replica_path",
-                "must differ from the database path",
-            ));
+        if let Some(spec) = &self.sqlite {
+            spec.validate()?;
         }
         if self.weight == 0 {
             return Err(RuntimeError::config("weight", "must be at least 1"));

@@ -52,6 +52,10 @@ mod ring;
 mod self_health;
 mod sessions;
 mod slots;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(not(feature = "sqlite"))]
+#[path = "sqlite_off.rs"]
 mod sqlite;
 mod timing;
 
@@ -69,5 +73,6 @@ pub use kv::{AppKv, FencedKv};
 pub use owned_work::{PartitionWork, WorkError, WorkItem, WorkState};
 pub use platform::{AppHandle, NodeState, Platform, PlatformBuilder};
 pub use ring::{RingHandle, RingView};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteSpec;
 pub use timing::Timing;

@@ -47,6 +47,19 @@ pub struct SqliteSpec {
     pub accept_data_loss: bool,
 }
 
+impl SqliteSpec {
+    /// Refuses a spec that cannot work, naming the field.
+    pub(crate) fn validate(&self) -> Result<(), RuntimeError> {
+        if self.path == self.replica_path {
+            return Err(RuntimeError::config(
+                "sqlite.replica_path",
+                "must differ from the database path",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The replication side of one app on one node.
 pub(crate) struct SqliteRole {
     spec: SqliteSpec,

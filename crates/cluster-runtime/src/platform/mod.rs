@@ -153,11 +153,13 @@ impl AppHandle {
 
     /// The database replicator, while this node is the leader of a replicated app
     /// (`position()`, `lag()`, `sync()`, `stats()`).
+    #[cfg(feature = "sqlite")]
     pub fn db(&self) -> Option<wal_sqlite::Replicator> {
         self.registered.sqlite.get().and_then(|s| s.replicator())
     }
 
     /// The app's snapshots (`create()` needs this node to lead), once the app runs.
+    #[cfg(feature = "sqlite")]
     pub fn snapshots(&self) -> Option<wal_sqlite::Snapshots> {
         self.registered.sqlite.get().map(|s| s.snapshots())
     }
