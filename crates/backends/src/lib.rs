@@ -1,3 +1,2 @@
 //! Backends that run an app's workload: a process, a systemd unit or a docker container.
 #![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::disallowed_methods))]

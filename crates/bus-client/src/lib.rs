@@ -18,7 +18,6 @@
 //! with 3 replicas, or a server with `sync_interval: always`; docs/event-bus.md).
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod consumer;
 mod consumer_config;

@@ -11,7 +11,6 @@
 //! [`MemObjectStore::set_down`] makes it unreachable.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod mem_delivery;
 mod mem_event_bus;

@@ -11,7 +11,6 @@
 //! or on a server with `sync_interval: always` (docs/event-bus.md).
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod config;
 mod nats_delivery;

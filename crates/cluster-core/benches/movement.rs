@@ -6,8 +6,6 @@
 //! ever carries more than its capacity.
 //!
 //! Run: `cargo bench -p cluster-core --bench movement`
-// Test code measures and waits on real time directly.
-#![allow(clippy::disallowed_methods)]
 
 use std::process::ExitCode;
 

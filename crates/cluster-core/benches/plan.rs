@@ -1,8 +1,6 @@
 //! Rebalance planning at scale: 1,000 nodes x 100,000 partitions.
 //!
 //! Run: `cargo bench -p cluster-core --bench plan -- --measurement-time 3 --warm-up-time 1`
-// Test code measures and waits on real time directly.
-#![allow(clippy::disallowed_methods)]
 
 use std::hint::black_box;
 

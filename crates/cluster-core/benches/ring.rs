@@ -13,8 +13,6 @@
 //! outside the timed loop, so the tables' cache misses count).
 //!
 //! Run: `cargo bench -p cluster-core --bench ring` (1 s warm-up, 3 s measurement per id).
-// Test code measures and waits on real time directly.
-#![allow(clippy::disallowed_methods)]
 
 use std::hash::BuildHasher;
 use std::hash::Hash;

@@ -36,16 +36,6 @@ pub trait Retryable {
     fn as_metrics_label(&self) -> &'static str;
 }
 
-impl<T: Retryable + ?Sized> Retryable for Arc<T> {
-    fn is_retryable(&self) -> bool {
-        (**self).is_retryable()
-    }
-
-    fn as_metrics_label(&self) -> &'static str {
-        (**self).as_metrics_label()
-    }
-}
-
 /// A call did not complete within its deadline.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("no answer within {after:?}")]

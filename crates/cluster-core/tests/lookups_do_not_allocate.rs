@@ -1,8 +1,6 @@
 //! Ring lookups must not allocate: checked with a counting global allocator.
 //!
 //! This binary holds a single test so no other test allocates concurrently.
-// Test code measures and waits on real time directly.
-#![allow(clippy::disallowed_methods)]
 
 use std::alloc::GlobalAlloc;
 use std::alloc::Layout;

@@ -187,6 +187,14 @@ impl HealthRegistry {
             .collect()
     }
 
+    /// Milliseconds since the registry started, on its clock: a result's stamp.
+    fn since_start_ms(&self) -> u64 {
+        self.clock
+            .now()
+            .saturating_duration_since(self.started)
+            .as_millis() as u64
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, CheckState>> {
         self.checks.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -266,11 +274,7 @@ impl HealthRegistry {
     /// Records that `name` did not run because a dependency fails: it reports failing, but the
     /// skipped run is not a failure of its own (it neither opens nor extends its breaker).
     fn record_blocked(&self, name: &str, reason: String) {
-        let at_ms = self
-            .clock
-            .now()
-            .saturating_duration_since(self.started)
-            .as_millis() as u64;
+        let at_ms = self.since_start_ms();
         let overall = {
             let mut checks = self.lock();
             let Some(state) = checks.get_mut(name) else {
@@ -298,11 +302,7 @@ impl HealthRegistry {
     }
 
     fn record(&self, name: &str, result: Result<(), String>) {
-        let at_ms = self
-            .clock
-            .now()
-            .saturating_duration_since(self.started)
-            .as_millis() as u64;
+        let at_ms = self.since_start_ms();
         let overall = {
             let mut checks = self.lock();
             let Some(state) = checks.get_mut(name) else {

@@ -34,7 +34,6 @@
 //! ```
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod app;
 mod audit;

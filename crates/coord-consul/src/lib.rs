@@ -25,7 +25,6 @@
 //! `Unavailable`, never a hang.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod api;
 mod config;

@@ -15,7 +15,6 @@
 //! gives `Unavailable`, never a hang.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod config;
 mod error;

@@ -1,6 +1,4 @@
 //! coord-mem against the coordination contract suite.
-// Test code measures and waits on real time directly.
-#![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
 use std::time::Duration;

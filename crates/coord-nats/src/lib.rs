@@ -18,7 +18,6 @@
 //! `Unavailable`, never a hang. See `docs/coordination-nats.md` for the lease arithmetic.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod claims;
 mod config;

@@ -1,3 +1,2 @@
 //! Work lanes on Redis whose dequeue is guarded by partition ownership and fencing tokens.
 #![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::disallowed_methods))]

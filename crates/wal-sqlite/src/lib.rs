@@ -2,7 +2,6 @@
 //! applied on standbys; snapshots, point-in-time restore and promotion on failover.
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod capture;
 mod compression;

@@ -4,8 +4,6 @@
 //! `demo-node node ...` runs one node until SIGTERM (graceful) or SIGKILL; SIGUSR1 makes it step
 //! down from `ledger`. `demo-node demo ...` runs three nodes as child processes, SIGKILLs the
 //! leader, prints the failover timeline, restarts the killed node as a standby, and cleans up.
-// Test code measures and waits on real time directly.
-#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

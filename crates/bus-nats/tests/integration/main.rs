@@ -1,7 +1,5 @@
 //! bus-nats's integration tests, one binary for all of them (one link instead of one per
 //! file): each module is one area, named as its file.
-// Test code measures and waits on real time directly.
-#![allow(clippy::disallowed_methods)]
 
 mod contract;
 mod object_store_contract;
