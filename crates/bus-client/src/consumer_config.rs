@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cluster_core::event::RetryPolicy;
+use cluster_core::event::RedeliveryPolicy;
 use cluster_core::event::SubjectFilter;
 use cluster_core::event::Subjects;
 
@@ -21,7 +21,7 @@ pub struct ConsumerConfig {
     /// The SQLite file holding the record and the handler's effects.
     pub database: PathBuf,
     /// Redelivery and dead-letter limits.
-    pub retry: RetryPolicy,
+    pub retry: RedeliveryPolicy,
     /// How long a delivery may go unacknowledged before JetStream delivers it again.
     pub ack_wait: Duration,
     /// Deliveries outstanding at once.
@@ -57,7 +57,7 @@ impl ConsumerConfig {
             filters,
             subjects,
             database: database.into(),
-            retry: RetryPolicy::default(),
+            retry: RedeliveryPolicy::default(),
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 256,
             seen_retention: Duration::from_secs(24 * 3600),

@@ -21,23 +21,23 @@
 //! ```
 //! use std::time::Duration;
 //! use cluster_core::ids::{Epoch, FencingToken, NodeId};
-//! use cluster_core::lease::{Lease, LeaseGrant, LeaseState, LeaseTiming};
+//! use cluster_core::lease::{Lease, RenewalAck, LeaseState, LeaseTiming};
 //! use cluster_core::time::MonoTime;
 //!
 //! let timing = LeaseTiming::new(Duration::from_secs(10), Duration::from_secs(2))?;
 //! let t = |s| MonoTime::from_duration(Duration::from_secs(s));
 //! let holder = NodeId::new("n1").unwrap();
-//! let grant = LeaseGrant { sent_at: t(100), ttl: timing.ttl };
+//! let grant = RenewalAck { sent_at: t(100), ttl: timing.ttl };
 //! let mut lease = Lease::granted(holder, Epoch(1), FencingToken::new(7), timing, grant)?;
 //!
 //! assert_eq!(lease.observe(t(105)), LeaseState::Valid);
 //! assert_eq!(lease.observe(t(108)), LeaseState::RenewDeadlinePassed);
 //! // A renewal sent at 107 and acknowledged now extends the lease.
-//! lease.renewed(LeaseGrant { sent_at: t(107), ttl: timing.ttl }, t(108))?;
+//! lease.renewed(RenewalAck { sent_at: t(107), ttl: timing.ttl }, t(108))?;
 //! assert_eq!(lease.observe(t(110)), LeaseState::Valid);
 //! assert_eq!(lease.observe(t(117)), LeaseState::Lost);
 //! // Too late: a lost lease never comes back.
-//! assert!(lease.renewed(LeaseGrant { sent_at: t(116), ttl: timing.ttl }, t(117)).is_err());
+//! assert!(lease.renewed(RenewalAck { sent_at: t(116), ttl: timing.ttl }, t(117)).is_err());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -57,7 +57,7 @@ pub struct LeaseTiming {
     pub margin: Duration,
 }
 
-/// A [`LeaseTiming`] or [`LeaseGrant`] that cannot give a safe lease, naming the bad field.
+/// A [`LeaseTiming`] or [`RenewalAck`] that cannot give a safe lease, naming the bad field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LeaseTimingError {
@@ -110,7 +110,7 @@ impl LeaseTiming {
 
 /// One acknowledged grant or renewal: when we sent the request, and the TTL the store granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LeaseGrant {
+pub struct RenewalAck {
     /// Monotonic time at which the acknowledged request was sent.
     pub sent_at: MonoTime,
     /// The TTL the store granted (may differ from the one requested).
@@ -180,7 +180,7 @@ impl Lease {
         epoch: Epoch,
         token: FencingToken,
         timing: LeaseTiming,
-        grant: LeaseGrant,
+        grant: RenewalAck,
     ) -> Result<Lease, LeaseTimingError> {
         timing.validate()?;
         LeaseTiming::new(grant.ttl, timing.margin)?;
@@ -221,7 +221,7 @@ impl Lease {
     }
 
     /// Applies an acknowledged renewal received at `now`; deadlines only move forward.
-    pub fn renewed(&mut self, ack: LeaseGrant, now: MonoTime) -> Result<LeaseState, LeaseError> {
+    pub fn renewed(&mut self, ack: RenewalAck, now: MonoTime) -> Result<LeaseState, LeaseError> {
         if ack.sent_at > now {
             return Err(LeaseError::SentInFuture {
                 sent_at: ack.sent_at,

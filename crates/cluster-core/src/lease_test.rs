@@ -19,7 +19,7 @@ fn lease_sent_at(ms: u64) -> Lease {
         Epoch(3),
         FencingToken::new(42),
         timing(),
-        LeaseGrant {
+        RenewalAck {
             sent_at: t(ms),
             ttl: TTL,
         },
@@ -69,14 +69,14 @@ fn states_follow_the_deadlines() {
 #[test]
 fn renewals_only_move_deadlines_forward() {
     let mut lease = lease_sent_at(1_000);
-    let old = LeaseGrant {
+    let old = RenewalAck {
         sent_at: t(500),
         ttl: TTL,
     };
     assert_eq!(lease.renewed(old, t(2_000)), Ok(LeaseState::Valid));
     assert_eq!(lease.expires_at(), t(11_000));
 
-    let newer = LeaseGrant {
+    let newer = RenewalAck {
         sent_at: t(4_000),
         ttl: TTL,
     };
@@ -89,7 +89,7 @@ fn renewals_only_move_deadlines_forward() {
 fn renewal_after_deadline_but_before_expiry_restores_validity() {
     let mut lease = lease_sent_at(0);
     assert_eq!(lease.observe(t(9_500)), LeaseState::RenewDeadlinePassed);
-    let ack = LeaseGrant {
+    let ack = RenewalAck {
         sent_at: t(9_400),
         ttl: TTL,
     };
@@ -99,7 +99,7 @@ fn renewal_after_deadline_but_before_expiry_restores_validity() {
 #[test]
 fn late_renewal_never_revives_a_lost_lease() {
     let mut lease = lease_sent_at(0);
-    let ack = LeaseGrant {
+    let ack = RenewalAck {
         sent_at: t(9_000),
         ttl: TTL,
     };
@@ -113,7 +113,7 @@ fn late_renewal_never_revives_a_lost_lease() {
 #[test]
 fn bad_acks_are_refused() {
     let mut lease = lease_sent_at(0);
-    let future = LeaseGrant {
+    let future = RenewalAck {
         sent_at: t(5_000),
         ttl: TTL,
     };
@@ -121,7 +121,7 @@ fn bad_acks_are_refused() {
         lease.renewed(future, t(1_000)),
         Err(LeaseError::SentInFuture { .. })
     ));
-    let short = LeaseGrant {
+    let short = RenewalAck {
         sent_at: t(1_000),
         ttl: MARGIN,
     };
@@ -174,7 +174,7 @@ proptest! {
                 Step::Advance(d) => now += d,
                 Step::Ack { age, ttl_ms } => {
                     let sent = now.saturating_sub(age);
-                    let ack = LeaseGrant { sent_at: t(sent), ttl: Duration::from_millis(ttl_ms) };
+                    let ack = RenewalAck { sent_at: t(sent), ttl: Duration::from_millis(ttl_ms) };
                     let result = lease.renewed(ack, t(now));
                     if seen_lost {
                         prop_assert!(

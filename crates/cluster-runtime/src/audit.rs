@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use cluster_core::event::{BusMessage, EventBus, SubjectToken, Subjects};
+use cluster_core::ids::{FencingToken, PartitionId};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -119,6 +120,69 @@ impl std::fmt::Debug for Audit {
     }
 }
 
+/// One audit event to record: its kind and whatever it concerns.
+///
+/// ```ignore
+/// audit.record(AuditRecord::new(AuditKind::PartitionOwned).app(&app).token(t).partition(p));
+/// ```
+#[derive(Debug, Clone)]
+pub(crate) struct AuditRecord {
+    kind: AuditKind,
+    app: Option<String>,
+    token: Option<u64>,
+    partition: Option<PartitionId>,
+    detail: Option<String>,
+}
+
+impl AuditRecord {
+    /// An event of `kind` about nothing in particular (yet).
+    pub(crate) fn new(kind: AuditKind) -> Self {
+        AuditRecord {
+            kind,
+            app: None,
+            token: None,
+            partition: None,
+            detail: None,
+        }
+    }
+
+    /// The app it concerns.
+    pub(crate) fn app(mut self, app: &str) -> Self {
+        self.app = Some(app.to_owned());
+        self
+    }
+
+    /// The fencing token involved.
+    pub(crate) fn token(mut self, token: FencingToken) -> Self {
+        self.token = Some(token.get());
+        self
+    }
+
+    /// The fencing token involved, if any.
+    pub(crate) fn maybe_token(mut self, token: Option<FencingToken>) -> Self {
+        self.token = token.map(FencingToken::get);
+        self
+    }
+
+    /// The partition involved.
+    pub(crate) fn partition(mut self, partition: PartitionId) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Free-form detail (a reason, another node).
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Free-form detail, if any.
+    pub(crate) fn maybe_detail(mut self, detail: Option<String>) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
 impl Audit {
     /// A sink for `platform`/`node`; publishes to `bus` if given. Must run inside a runtime when
     /// a bus is given (it spawns the publisher).
@@ -143,14 +207,15 @@ impl Audit {
     }
 
     /// Records an event.
-    pub(crate) fn record(
-        &self,
-        kind: AuditKind,
-        app: Option<&str>,
-        token: Option<u64>,
-        partition: Option<u32>,
-        detail: Option<String>,
-    ) {
+    pub(crate) fn record(&self, record: AuditRecord) {
+        let AuditRecord {
+            kind,
+            app,
+            token,
+            partition,
+            detail,
+        } = record;
+        let partition = partition.map(|p| p.0);
         let at_ms = self
             .clock
             .wall()
@@ -159,7 +224,7 @@ impl Audit {
         let event = AuditEvent {
             kind,
             platform: self.platform.clone(),
-            app: app.map(str::to_owned),
+            app,
             node: self.node.clone(),
             token,
             partition,
@@ -168,7 +233,7 @@ impl Audit {
         };
         tracing::info!(
             audit = kind.as_str(),
-            app,
+            app = event.app.as_deref(),
             token,
             partition,
             detail = event.detail.as_deref(),

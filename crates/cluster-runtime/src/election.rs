@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppHooks;
-use crate::audit::AuditKind;
+use crate::audit::{AuditKind, AuditRecord};
 use crate::context::{ActiveContext, AppContext, LeaderChange, TermAuthority};
 use crate::error::RuntimeError;
 use crate::hooks::run_optional;
@@ -212,11 +212,10 @@ pub(crate) async fn observe_leader(
                 let app = ctx.app().to_string();
                 metrics::counter!(metric_names::LEADER_CHANGES, "app" => app.clone()).increment(1);
                 ctx.shared.audit.record(
-                    AuditKind::LeaderChanged,
-                    Some(&app),
-                    leader.as_ref().map(|l| l.token.get()),
-                    None,
-                    leader.as_ref().map(|l| format!("leader: {}", l.holder)),
+                    AuditRecord::new(AuditKind::LeaderChanged)
+                        .app(&app)
+                        .maybe_token(leader.as_ref().map(|l| l.token))
+                        .maybe_detail(leader.as_ref().map(|l| format!("leader: {}", l.holder))),
                 );
                 let change = LeaderChange {
                     app: ctx.clone(),
@@ -361,11 +360,9 @@ async fn lead(
     metrics::gauge!(metric_names::ELECTION_EPOCH, "app" => app.clone())
         .set(term.token.get() as f64);
     ctx.shared.audit.record(
-        AuditKind::LeaderAcquired,
-        Some(&app),
-        Some(term.token.get()),
-        None,
-        None,
+        AuditRecord::new(AuditKind::LeaderAcquired)
+            .app(&app)
+            .token(term.token),
     );
     let active = ActiveContext {
         app: ctx.clone(),
@@ -422,7 +419,7 @@ async fn lead(
     ctx.shared.set_term(None);
     role_tx.send_replace(Role::Passive);
     metrics::gauge!(metric_names::ELECTION_EPOCH, "app" => app.clone()).set(0.0);
-    let token = Some(term.token.get());
+    let token = term.token;
     match &end {
         TermEnd::Lost => {
             let why = if key_gone.is_cancelled() {
@@ -431,25 +428,25 @@ async fn lead(
                 "session lost"
             };
             ctx.shared.audit.record(
-                AuditKind::LeaderLost,
-                Some(&app),
-                token,
-                None,
-                Some(why.into()),
+                AuditRecord::new(AuditKind::LeaderLost)
+                    .app(&app)
+                    .token(token)
+                    .detail(why),
             );
         }
         TermEnd::StepDown(_) => {
-            ctx.shared
-                .audit
-                .record(AuditKind::StepDownInitiated, Some(&app), token, None, None);
+            ctx.shared.audit.record(
+                AuditRecord::new(AuditKind::StepDownInitiated)
+                    .app(&app)
+                    .token(token),
+            );
         }
         TermEnd::ActiveFailed => {
             ctx.shared.audit.record(
-                AuditKind::StepDownInitiated,
-                Some(&app),
-                token,
-                None,
-                Some("on_active failed".into()),
+                AuditRecord::new(AuditKind::StepDownInitiated)
+                    .app(&app)
+                    .token(token)
+                    .detail("on_active failed"),
             );
         }
         TermEnd::Shutdown => {}
@@ -465,9 +462,11 @@ async fn lead(
         if let Err(e) = ctx.coordinator().resign(term).await {
             tracing::warn!(app, error = %e, "resign failed; the term ends when the lease does");
         }
-        ctx.shared
-            .audit
-            .record(AuditKind::LeaderReleased, Some(&app), token, None, None);
+        ctx.shared.audit.record(
+            AuditRecord::new(AuditKind::LeaderReleased)
+                .app(&app)
+                .token(token),
+        );
     }
     if let Some(db) = sqlite
         && !matches!(end, TermEnd::Shutdown)

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cluster_core::coordination::KvStore;
+use cluster_core::ids::FencingToken;
 use cluster_core::naming::{NamespaceKind, namespace};
 use cluster_core::object_store::{ObjectStoreError, ObjectStores};
 use tokio_util::sync::CancellationToken;
@@ -28,7 +29,7 @@ use wal_sqlite::{
     Replicator, Retention, Snapshots, Standby, StandbyConfig,
 };
 
-use crate::audit::AuditKind;
+use crate::audit::{AuditKind, AuditRecord};
 use crate::context::{ActiveContext, AppContext};
 use crate::error::{BoxError, RuntimeError};
 
@@ -175,11 +176,10 @@ impl SqliteRole {
                     );
                     tracing::error!(app = %self.app, %detail, "the end of the term's WAL was not shipped");
                     self.audit.record(
-                        AuditKind::WalTailLost,
-                        Some(&self.app),
-                        token,
-                        None,
-                        Some(detail),
+                        AuditRecord::new(AuditKind::WalTailLost)
+                            .app(&self.app)
+                            .maybe_token(token.map(FencingToken::new))
+                            .detail(detail),
                     );
                 }
                 Err(e) => {
@@ -261,7 +261,7 @@ impl SqliteRole {
         };
         let audit = active.app.shared.audit.clone();
         let app = active.app.app().to_string();
-        let token = active.token.get();
+        let token = active.token;
         let observer: wal_sqlite::PromotionObserver = Arc::new(move |e: &PromotionEvent| {
             let kind = match e {
                 PromotionEvent::Started { .. } => AuditKind::PromotionStarted,
@@ -270,7 +270,7 @@ impl SqliteRole {
                 PromotionEvent::DatabaseVerified => AuditKind::DatabaseVerified,
                 PromotionEvent::Completed { .. } => AuditKind::PromotionCompleted,
             };
-            audit.record(kind, Some(&app), Some(token), None, None);
+            audit.record(AuditRecord::new(kind).app(&app).token(token));
         });
         let config = ReplicationConfig {
             snapshot_interval: self.spec.snapshot_interval,
@@ -299,11 +299,10 @@ impl SqliteRole {
                 );
                 tracing::error!(app = %self.app, %detail, "promotion refused");
                 self.audit.record(
-                    AuditKind::PromotionRefused,
-                    Some(&self.app),
-                    Some(active.token.get()),
-                    None,
-                    Some(detail),
+                    AuditRecord::new(AuditKind::PromotionRefused)
+                        .app(&self.app)
+                        .token(active.token)
+                        .detail(detail),
                 );
                 return Err(e.into());
             }

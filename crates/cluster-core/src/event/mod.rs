@@ -7,7 +7,7 @@
 //! | [`Envelope`], [`EventId`], [`SchemaVersion`], [`EventType`] | one event on the wire (JSON) |
 //! | [`Schema`], [`SchemaRegistry`] | JSON Schema subset per `(event_type, major)`; routing by version |
 //! | [`check_compatibility`], [`compare_registries`] | backward and forward compatibility, separately |
-//! | [`decide`], [`OrderMark`], [`RetryPolicy`] | what a consumer does with a delivery |
+//! | [`decide`], [`OrderMark`], [`RedeliveryPolicy`] | what a consumer does with a delivery |
 //! | [`DeadLetter`], [`DeadLetterReason`] | what a consumer publishes instead of dropping |
 //! | [`EventBus`] | the port: durable, deduplicating publish and durable consumers |
 //! | [`OutgoingEvent`] | what callers give a publisher |
@@ -47,7 +47,7 @@ pub use event_bus::{
 };
 pub use event_id::{EventId, EventIdError};
 pub use ordering::{
-    ApplyDecision, EventPosition, KeyRecord, OrderMark, RetryDecision, RetryPolicy, decide,
+    ApplyDecision, EventPosition, KeyRecord, OrderMark, RedeliveryPolicy, RetryDecision, decide,
     decide_unkeyed,
 };
 pub use outgoing_event::OutgoingEvent;

@@ -182,7 +182,7 @@ pub enum RetryDecision {
 
 /// How often and how patiently a consumer retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetryPolicy {
+pub struct RedeliveryPolicy {
     /// Handler attempts before an event is dead-lettered as `handler_failed`.
     pub handler_attempts: u32,
     /// JetStream's `max_deliver`: the consumer dead-letters before reaching it.
@@ -193,9 +193,9 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
-impl Default for RetryPolicy {
+impl Default for RedeliveryPolicy {
     fn default() -> Self {
-        RetryPolicy {
+        RedeliveryPolicy {
             handler_attempts: 5,
             max_deliver: 50,
             initial_delay: Duration::from_millis(200),
@@ -204,7 +204,7 @@ impl Default for RetryPolicy {
     }
 }
 
-impl RetryPolicy {
+impl RedeliveryPolicy {
     /// The delay before delivery `delivered + 1`: doubling from `initial_delay`, capped.
     pub fn delay(&self, delivered: u32) -> Duration {
         let shift = delivered.saturating_sub(1).min(20);

@@ -154,7 +154,7 @@ fn unkeyed_events_dedup_on_their_id() {
 
 #[test]
 fn retries_back_off_then_dead_letter_before_max_deliver() {
-    let p = RetryPolicy {
+    let p = RedeliveryPolicy {
         handler_attempts: 3,
         max_deliver: 10,
         initial_delay: Duration::from_millis(100),
@@ -177,7 +177,7 @@ fn retries_back_off_then_dead_letter_before_max_deliver() {
         p.while_held(9),
         RetryDecision::DeadLetter(DeadLetterReason::MaxDeliveries)
     );
-    let patient = RetryPolicy {
+    let patient = RedeliveryPolicy {
         handler_attempts: 100,
         ..p
     };

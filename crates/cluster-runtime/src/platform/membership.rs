@@ -12,7 +12,7 @@ use coord_client::{LostReason, Session};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{Audit, AuditKind};
+use crate::audit::{Audit, AuditKind, AuditRecord};
 use crate::context::MemberChange;
 use crate::error::RuntimeError;
 use crate::hooks::run_optional;
@@ -178,22 +178,13 @@ impl Platform {
                 metrics::gauge!(metric_names::MEMBERS).set(inner.members.borrow().len() as f64);
                 for m in joined {
                     audit.record(
-                        AuditKind::MemberJoined,
-                        None,
-                        None,
-                        None,
-                        Some(m.node.to_string()),
+                        AuditRecord::new(AuditKind::MemberJoined).detail(m.node.to_string()),
                     );
                     self.member_hooks(&m, true).await;
                 }
                 for m in left {
-                    audit.record(
-                        AuditKind::MemberLeft,
-                        None,
-                        None,
-                        None,
-                        Some(m.node.to_string()),
-                    );
+                    audit
+                        .record(AuditRecord::new(AuditKind::MemberLeft).detail(m.node.to_string()));
                     self.member_hooks(&m, false).await;
                 }
             }

@@ -66,7 +66,7 @@ pub(crate) struct RegisteredApp {
     pub(crate) election: ElectionHandle,
     pub(crate) step_down_rx: Mutex<Option<mpsc::Receiver<tokio::sync::oneshot::Sender<()>>>>,
     pub(crate) leader_tx: watch::Sender<Option<cluster_core::coordination::LeaderInfo>>,
-    pub(crate) ring: Option<(ring::RingPublisher, RingHandle)>,
+    pub(crate) ring: Option<(ring::RingViewSender, RingHandle)>,
     pub(crate) settled: watch::Sender<bool>,
     pub(crate) sqlite: std::sync::OnceLock<Arc<crate::sqlite::SqliteRole>>,
 }

@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::claims::{apply_claims, open_watch};
 use super::handoff::{Leaving, end_claim_in_outbox, run_release_hook};
-use super::{AssignmentRecord, RingPublisher, RingSettings, RingView, Works};
+use super::{AssignmentRecord, RingSettings, RingView, RingViewSender, Works};
 use super::{assignment_key, claim_key, claims_prefix};
 use crate::app::AppHooks;
-use crate::audit::AuditKind;
+use crate::audit::{AuditKind, AuditRecord};
 use crate::context::{AppContext, OwnContext, ReleaseReason};
 use crate::hooks::run_optional;
 use crate::metric_names;
@@ -54,7 +54,9 @@ enum Done {
     Left(u32, FencingToken),
 }
 
-pub(super) struct RingNode {
+/// Carries out the reconciler's decisions for one ring app on this node: claims, handoffs,
+/// hooks and the cancellation of each ownership.
+pub(super) struct PartitionExecutor {
     ctx: AppContext,
     hooks: Arc<AppHooks>,
     settings: RingSettings,
@@ -71,14 +73,14 @@ pub(super) struct RingNode {
     backoff_until: BTreeMap<u32, tokio::time::Instant>,
 }
 
-impl RingNode {
+impl PartitionExecutor {
     pub(super) fn new(
         ctx: AppContext,
         hooks: Arc<AppHooks>,
         settings: RingSettings,
-        publisher: RingPublisher,
-    ) -> RingNode {
-        RingNode {
+        publisher: RingViewSender,
+    ) -> PartitionExecutor {
+        PartitionExecutor {
             claims: vec![None; settings.partitions as usize],
             ctx,
             hooks,
@@ -382,11 +384,10 @@ impl RingNode {
         metrics::counter!(metric_names::OWNERSHIP_CHANGES, "reason" => "claimed").increment(1);
         self.owned_gauge();
         self.ctx.shared.audit.record(
-            AuditKind::PartitionOwned,
-            Some(&app),
-            Some(claim.token.get()),
-            Some(p),
-            None,
+            AuditRecord::new(AuditKind::PartitionOwned)
+                .app(&app)
+                .token(claim.token)
+                .partition(PartitionId(p)),
         );
         let oc = OwnContext {
             app: self.ctx.clone(),

@@ -25,7 +25,7 @@ use cluster_core::rebalance::{MoveKind, PartitionMove, PartitionOwner, StepActio
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppHooks, HandoffOutbox};
-use crate::audit::AuditKind;
+use crate::audit::{AuditKind, AuditRecord};
 use crate::context::{AppContext, ReleaseContext, ReleaseReason};
 use crate::hooks::run_optional;
 use crate::metric_names;
@@ -183,11 +183,11 @@ pub(super) async fn run_release_hook(
     })
     .increment(1);
     ctx.shared.audit.record(
-        AuditKind::PartitionReleased,
-        Some(&app),
-        Some(token.get()),
-        Some(partition),
-        Some(format!("{reason:?}").to_lowercase()),
+        AuditRecord::new(AuditKind::PartitionReleased)
+            .app(&app)
+            .token(token)
+            .partition(PartitionId(partition))
+            .detail(format!("{reason:?}").to_lowercase()),
     );
     let rc = ReleaseContext {
         app: ctx.clone(),

@@ -244,17 +244,17 @@ pub(crate) struct RingSettings {
 
 /// What the driver publishes to its handles.
 #[derive(Clone)]
-pub(crate) struct RingPublisher {
+pub(crate) struct RingViewSender {
     pub(crate) view: watch::Sender<RingView>,
     works: Works,
 }
 
 /// Creates the handle and the publisher the driver writes to.
-pub(crate) fn channel(node: NodeId, partitions: u32) -> (RingPublisher, RingHandle) {
+pub(crate) fn channel(node: NodeId, partitions: u32) -> (RingViewSender, RingHandle) {
     let (tx, rx) = watch::channel(RingView::empty(partitions));
     let works = Works::default();
     (
-        RingPublisher {
+        RingViewSender {
             view: tx,
             works: works.clone(),
         },
@@ -273,7 +273,7 @@ pub(crate) async fn drive(
     hooks: Arc<AppHooks>,
     settings: RingSettings,
     members: watch::Receiver<BTreeMap<NodeId, MemberInfo>>,
-    publisher: RingPublisher,
+    publisher: RingViewSender,
     stop: CancellationToken,
 ) {
     let planner_stop = stop.child_token();
@@ -284,7 +284,7 @@ pub(crate) async fn drive(
         publisher.view.subscribe(),
         planner_stop.clone(),
     ));
-    let mut node = executor::RingNode::new(ctx, hooks, settings, publisher);
+    let mut node = executor::PartitionExecutor::new(ctx, hooks, settings, publisher);
     node.run(&stop).await;
     planner_stop.cancel();
     node.shutdown().await;
