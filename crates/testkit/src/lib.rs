@@ -33,7 +33,12 @@ pub mod process;
 pub mod redis;
 pub mod server;
 pub mod slot;
+#[cfg(test)]
+mod suite_cases;
 pub mod tools;
+pub mod wait;
+
+pub use wait::{eventually, stays_true_for};
 
 pub use consul::{ConsulOptions, ConsulServer};
 pub use etcd::{EtcdCluster, EtcdServer};

@@ -4,6 +4,7 @@
 use crate::common;
 
 use cluster_tests::history::mono_ns;
+use cluster_tests::orchestrator::DemoCluster;
 use common::{LIMIT, TTL, fixture, start_three_with_a_leader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,18 +230,23 @@ async fn etcd_down_for_three_ttls_stops_every_leader_and_one_leads_after() {
             .wait_for(LIMIT, |c| c.leader("ledger").filter(|(_, t)| *t > token))
             .expect("a leader after the outage");
         assert!(new_token > token);
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let leaders: Vec<String> = ["n1", "n2", "n3"]
-            .into_iter()
-            .filter(|n| {
-                f.cluster
-                    .history(n)
-                    .into_iter()
-                    .rfind(|r| r.event == "active" || r.event == "passive")
-                    .is_some_and(|r| r.event == "active")
-            })
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(leaders.len(), 1, "exactly one leader: {leaders:?}");
+        let leaders = |c: &DemoCluster| -> Vec<String> {
+            ["n1", "n2", "n3"]
+                .into_iter()
+                .filter(|n| {
+                    c.history(n)
+                        .into_iter()
+                        .rfind(|r| r.event == "active" || r.event == "passive")
+                        .is_some_and(|r| r.event == "active")
+                })
+                .map(str::to_owned)
+                .collect()
+        };
+        testkit::stays_true_for(
+            "exactly one node leads after the outage",
+            std::time::Duration::from_millis(500),
+            || leaders(&f.cluster).len() == 1,
+        )
+        .await;
     }
 }

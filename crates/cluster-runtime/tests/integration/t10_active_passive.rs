@@ -276,7 +276,17 @@ async fn failing_on_active_steps_the_node_down() {
         .build()
         .unwrap();
     let bad = start_node(&store, "bad", failing).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually(
+        "bad's on_active failed and stepped it down",
+        Duration::from_secs(10),
+        || {
+            bad.platform.audit().iter().any(|e| {
+                e.kind == cluster_runtime::AuditKind::StepDownInitiated
+                    && e.detail.as_deref() == Some("on_active failed")
+            })
+        },
+    )
+    .await;
     let good = start_node(&store, "good", app(&log, "good")).await;
     eventually("the healthy node leads", Duration::from_secs(15), || {
         good.app.election().is_leader()
@@ -338,8 +348,12 @@ async fn store_outage_stops_every_leader_and_one_leads_again_after() {
         leaders(&nodes).is_empty() && nodes.iter().all(|n| !n.platform.is_ready())
     })
     .await;
-    tokio::time::sleep(common::TTL * 3).await;
-    assert!(leaders(&nodes).is_empty());
+    testkit::stays_true_for(
+        "nobody leads while the store is down",
+        common::TTL * 3,
+        || leaders(&nodes).is_empty(),
+    )
+    .await;
     for n in &nodes {
         assert_eq!(
             n.platform.node_health(),

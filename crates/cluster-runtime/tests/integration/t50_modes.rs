@@ -127,8 +127,10 @@ async fn app_locks_exclude_and_the_app_store_writes_conditionally() {
             let ctx = b.app.context().clone();
             tokio::spawn(async move { ctx.lock("nightly").await })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!waiter.is_finished(), "b took a lock a holds");
+        testkit::stays_true_for("b took a lock a holds", Duration::from_millis(300), || {
+            !waiter.is_finished()
+        })
+        .await;
         a.app.context().unlock(&held).await.unwrap();
         let next = tokio::time::timeout(Duration::from_secs(10), waiter)
             .await

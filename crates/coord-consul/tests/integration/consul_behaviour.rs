@@ -155,8 +155,12 @@ async fn elections_use_consuls_lock_layout_and_contend_with_consul_lock() {
             let (coord, election, lease) = (coord.clone(), election.clone(), lease.id.clone());
             tokio::spawn(async move { coord.campaign(&election, "node-a", &lease).await })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!waiting.is_finished(), "led while consul lock held the key");
+        testkit::stays_true_for(
+            "led while consul lock held the key",
+            Duration::from_millis(300),
+            || !waiting.is_finished(),
+        )
+        .await;
         raw.put(
             &format!("kv/{lock_path}?release={foreign}&flags={LOCK_FLAG}"),
             "",

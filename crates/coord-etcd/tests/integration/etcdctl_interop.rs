@@ -88,8 +88,12 @@ async fn etcdctl_elect_waits_for_our_leader_and_we_wait_for_it() {
             let line = first_line(&mut theirs).await;
             (line, theirs)
         });
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(!line.is_finished(), "etcdctl elect won while we lead");
+        testkit::stays_true_for(
+            "etcdctl elect won while we lead",
+            Duration::from_secs(1),
+            || !line.is_finished(),
+        )
+        .await;
         coord.resign(&term).await.unwrap();
         let (line, mut theirs) = tokio::time::timeout(Duration::from_secs(10), line)
             .await
@@ -109,8 +113,10 @@ async fn etcdctl_elect_waits_for_our_leader_and_we_wait_for_it() {
                 (coord.clone(), election.clone(), session.lease().clone());
             tokio::spawn(async move { coord.campaign(&election, "ours", &lease).await })
         };
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(!ours.is_finished(), "we won while etcdctl leads");
+        testkit::stays_true_for("we won while etcdctl leads", Duration::from_secs(1), || {
+            !ours.is_finished()
+        })
+        .await;
         signal(&theirs, libc::SIGINT);
         let _ = theirs.wait().await;
         let again = tokio::time::timeout(Duration::from_secs(10), ours)
@@ -142,8 +148,12 @@ async fn etcdctl_lock_excludes_us_and_we_exclude_it() {
             let (coord, lock, lease) = (coord.clone(), lock.clone(), session.lease().clone());
             tokio::spawn(async move { coord.lock(&lock, "ours", &lease).await })
         };
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(!ours.is_finished(), "we took a lock etcdctl holds");
+        testkit::stays_true_for(
+            "we took a lock etcdctl holds",
+            Duration::from_secs(1),
+            || !ours.is_finished(),
+        )
+        .await;
         signal(&theirs, libc::SIGKILL);
         let _ = theirs.wait().await;
         let hold = tokio::time::timeout(Duration::from_secs(15), ours)
@@ -158,8 +168,12 @@ async fn etcdctl_lock_excludes_us_and_we_exclude_it() {
             let line = first_line(&mut theirs).await;
             (line, theirs)
         });
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(!line.is_finished(), "etcdctl took the lock we hold");
+        testkit::stays_true_for(
+            "etcdctl took the lock we hold",
+            Duration::from_secs(1),
+            || !line.is_finished(),
+        )
+        .await;
         coord.unlock(&hold).await.unwrap();
         let (line, _theirs) = tokio::time::timeout(Duration::from_secs(10), line)
             .await

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -43,6 +43,24 @@ pub(crate) struct Shared {
     pub(crate) options: ConsulOptions,
     /// Whether the server answers (sessions do not expire while it is stopped).
     pub(crate) serving: AtomicBool,
+    /// Blocking queries waiting for a change now (what a test waits on instead of a sleep).
+    pub(crate) blocked: AtomicUsize,
+}
+
+/// Counts a blocking query as waiting for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -368,6 +386,7 @@ async fn blocking<T>(
     let jitter = wait.mul_f64(fastrand::f64() / 16.0);
     let deadline = tokio::time::Instant::now() + wait + jitter;
     let mut changes = shared.changes.subscribe();
+    let mut waiting = None;
     loop {
         changes.borrow_and_update();
         let (index, value) = shared.with_store(|s| query(s));
@@ -375,6 +394,7 @@ async fn blocking<T>(
         if min_index == 0 || index > min_index || tokio::time::Instant::now() >= deadline {
             return Ok((index, value));
         }
+        waiting.get_or_insert_with(|| Waiting::new(&shared.blocked));
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {

@@ -127,6 +127,7 @@ impl ConsulServer {
             changes,
             options,
             serving: AtomicBool::new(false),
+            blocked: std::sync::atomic::AtomicUsize::new(0),
         });
         let sweeper = CancellationToken::new();
         runtime().spawn(sweep_expired_sessions(shared.clone(), sweeper.clone()));
@@ -219,6 +220,12 @@ impl ConsulServer {
     /// backwards afterwards.
     pub fn reap_tombstones(&self) {
         self.shared.with_store(Store::reap_tombstones);
+    }
+
+    /// How many blocking queries are waiting for a change now: a test that needs a query to
+    /// be parked at the server waits for this rather than sleeping.
+    pub fn blocking_queries(&self) -> usize {
+        self.shared.blocked.load(Ordering::SeqCst)
     }
 
     /// The current raft index.

@@ -10,7 +10,8 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 
 use super::cases_lease::node;
-use super::harness::{CoordHarness, eventually, fresh_namespace, key};
+use super::harness::{CoordHarness, fresh_namespace, key};
+use crate::wait::eventually;
 
 async fn session(coord: &Arc<dyn Coordinator>, name: &str, h: &impl CoordHarness) -> Session {
     Session::open(coord.clone(), node(name), h.timing().lease_timing())

@@ -1,9 +1,8 @@
 //! What an adapter provides to run the contract suite.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cluster_core::coordination::{Coordinator, Key};
@@ -92,20 +91,4 @@ pub fn fresh_namespace(kind: NamespaceKind) -> Namespace {
 /// A key in `ns`.
 pub fn key(ns: &Namespace, name: &str) -> Key {
     Key::new(ns.clone(), name).unwrap_or_else(|e| panic!("contract key {name:?}: {e}"))
-}
-
-/// Polls `check` until it holds; panics naming `what` after `limit` (which only bounds a hang).
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "never happened within {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

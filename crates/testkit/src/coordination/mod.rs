@@ -20,7 +20,8 @@ mod cases_outage;
 mod cases_watch;
 mod harness;
 
-pub use harness::{ClientFault, CoordHarness, TimingProfile, eventually, fresh_namespace, key};
+pub use crate::wait::eventually;
+pub use harness::{ClientFault, CoordHarness, TimingProfile, fresh_namespace, key};
 
 /// Every case of the suite, by name. The macro generates one test per name.
 pub mod cases {

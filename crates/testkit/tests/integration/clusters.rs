@@ -1,9 +1,9 @@
 //! Three-member clusters come up, survive a killed member, and can cut one member off.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
-use testkit::{EtcdCluster, NatsCluster};
+use testkit::{EtcdCluster, NatsCluster, eventually};
 
 async fn etcdctl(endpoint: &str, args: &[&str]) -> std::process::Output {
     let tool = testkit::tools::Tool::Etcdctl.locate().expect("etcdctl");
@@ -15,19 +15,6 @@ async fn etcdctl(endpoint: &str, args: &[&str]) -> std::process::Output {
         .output()
         .await
         .expect("run etcdctl")
-}
-
-/// Polls `check` until it holds or `limit` passes; the limit only bounds a hang.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use testkit::{ConsulOptions, ConsulServer};
+use testkit::{ConsulOptions, ConsulServer, eventually};
 
 /// A plain HTTP client for the server's API.
 struct Api {
@@ -529,8 +529,12 @@ async fn blocking_queries_wake_on_change_or_wait_and_prefix_index_can_go_back() 
             let api = Api::new(&server);
             tokio::spawn(async move { api.get(&url).await })
         };
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!waiter.is_finished(), "answered without a change");
+        testkit::stays_true_for(
+            "answered without a change",
+            Duration::from_millis(200),
+            || !waiter.is_finished(),
+        )
+        .await;
         api.put("/v1/kv/w/b", "2").await;
         let answer = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
@@ -726,7 +730,15 @@ async fn stop_and_restart_keep_state_and_port() {
         let http = http_client();
         tokio::spawn(async move { http.get(url).send().await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually(
+        "the blocking query waits at the server",
+        Duration::from_secs(5),
+        || {
+            let waiting = server.blocking_queries();
+            async move { waiting == 1 }
+        },
+    )
+    .await;
     {
         tracing::info!("stopped: the port refuses and open blocking queries end");
         server.stop();
