@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use cluster_core::coordination::{CoordError, CoordResult, LeaseId, LeaseStore};
 use cluster_core::ids::{Epoch, FencingToken, NodeId};
-use cluster_core::lease::{Lease, LeaseGrant, LeaseState, LeaseTiming};
+use cluster_core::lease::{Lease, LeaseState, LeaseTiming, RenewalAck};
 use cluster_core::time::MonoTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -194,7 +194,7 @@ impl Session {
             Epoch(0),
             FencingToken::new(0),
             timing,
-            LeaseGrant {
+            RenewalAck {
                 sent_at,
                 ttl: grant.ttl,
             },
@@ -333,7 +333,7 @@ async fn keep_alive(store: Arc<dyn LeaseStore>, mut lease: Lease, shared: Arc<Sh
             break LostReason::Expired;
         }
         match outcome {
-            Ok(ttl) => match lease.renewed(LeaseGrant { sent_at, ttl }, now) {
+            Ok(ttl) => match lease.renewed(RenewalAck { sent_at, ttl }, now) {
                 Ok(LeaseState::Valid) => {
                     let extended = lease.safe_until();
                     let boot_extended = (boot_sent_at + ttl).saturating_sub(shared.timing.margin);

@@ -160,3 +160,124 @@ async fn the_keeper_notices_a_suspend_without_anyone_asking() {
     tokio::time::sleep(DEADLINE_RECHECK * 2).await;
     assert!(token.is_cancelled(), "the keeper did not see the suspend");
 }
+
+/// A timing whose renewal interval (400 ms) and retry pause (100 ms) are whole milliseconds,
+/// the resolution of tokio's timer, so paused-time tests can compare instants exactly.
+fn even_timing() -> LeaseTiming {
+    LeaseTiming::new(Duration::from_millis(1500), Duration::from_millis(300)).unwrap()
+}
+
+/// A lease store that answers at once (or fails while `failing`) and records when each renewal
+/// was asked for, on tokio's paused clock.
+#[derive(Default)]
+struct RecordingStore {
+    failing: std::sync::atomic::AtomicBool,
+    renewals: std::sync::Mutex<Vec<MonoTime>>,
+}
+
+#[async_trait]
+impl LeaseStore for RecordingStore {
+    async fn grant_lease(&self, ttl: Duration) -> CoordResult<LeaseGrant> {
+        Ok(LeaseGrant {
+            id: LeaseId::new("l1"),
+            ttl,
+        })
+    }
+
+    async fn renew_lease(&self, _lease: &LeaseId) -> CoordResult<Duration> {
+        self.renewals.lock().unwrap().push(mono_now());
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(CoordError::timed_out(
+                cluster_core::coordination::Operation::RenewLease,
+                Duration::ZERO,
+            ));
+        }
+        Ok(even_timing().ttl)
+    }
+
+    async fn revoke_lease(&self, _lease: &LeaseId) -> CoordResult<()> {
+        Ok(())
+    }
+}
+
+fn gaps(at: &[MonoTime]) -> Vec<Duration> {
+    at.windows(2)
+        .map(|w| w[1].saturating_duration_since(w[0]))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewals_go_out_every_third_of_the_usable_lifetime() {
+    let store = Arc::new(RecordingStore::default());
+    let opened = mono_now();
+    let session = Session::open_with_clock(
+        store.clone(),
+        NodeId::new("n1").unwrap(),
+        even_timing(),
+        Arc::new(crate::TokioClock),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let renewals = store.renewals.lock().unwrap().clone();
+    let interval = even_timing().renew_interval();
+    assert_eq!(interval, Duration::from_millis(400));
+    assert_eq!(renewals.len(), 7, "{renewals:?}");
+    assert_eq!(renewals[0].saturating_duration_since(opened), interval);
+    assert!(
+        gaps(&renewals).iter().all(|g| *g == interval),
+        "every renewal one interval after the last: {:?}",
+        gaps(&renewals)
+    );
+    assert!(session.is_alive(), "answered renewals keep the session");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_renewals_retry_at_a_quarter_interval_until_the_deadline_and_then_lost_is_final() {
+    let store = Arc::new(RecordingStore::default());
+    store
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let opened = mono_now();
+    let session = Session::open_with_clock(
+        store.clone(),
+        NodeId::new("n1").unwrap(),
+        even_timing(),
+        Arc::new(crate::TokioClock),
+    )
+    .await
+    .unwrap();
+    let deadline = session.safe_until().unwrap();
+    assert_eq!(
+        deadline.saturating_duration_since(opened),
+        Duration::from_millis(1200),
+        "the deadline is the grant's send time + ttl - margin"
+    );
+    assert_eq!(session.lost().await, LostReason::Expired);
+    assert_eq!(mono_now(), deadline, "lost exactly at the deadline");
+    let renewals = store.renewals.lock().unwrap().clone();
+    let interval = even_timing().renew_interval();
+    assert_eq!(renewals[0].saturating_duration_since(opened), interval);
+    assert!(
+        gaps(&renewals)
+            .iter()
+            .all(|g| *g == retry_pause(even_timing())),
+        "failed renewals are retried every quarter interval: {:?}",
+        gaps(&renewals)
+    );
+    assert_eq!(retry_pause(even_timing()), interval / 4);
+    {
+        // The store comes back: nothing revives a lost session.
+        store
+            .failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let asked = store.renewals.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!session.is_alive());
+        assert_eq!(
+            store.renewals.lock().unwrap().len(),
+            asked,
+            "a lost session renews no more"
+        );
+    }
+}
