@@ -16,8 +16,8 @@ mod config;
 mod nats_delivery;
 mod nats_error;
 mod nats_event_bus;
-mod object_store;
+mod nats_object_store;
 
 pub use config::NatsBusConfig;
 pub use nats_event_bus::NatsEventBus;
-pub use object_store::{NatsObjectStore, NatsObjectStores, ObjectBucketSpec};
+pub use nats_object_store::{NatsObjectStore, NatsObjectStores, ObjectBucketSpec};

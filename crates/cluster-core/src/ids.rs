@@ -244,26 +244,6 @@ impl fmt::Display for PartitionId {
     }
 }
 
-/// A leadership term: incremented each time a new leader is elected.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
-#[serde(transparent)]
-pub struct Epoch(pub u64);
-
-impl Epoch {
-    /// The epoch after this one.
-    pub fn next(self) -> Epoch {
-        Epoch(self.0.saturating_add(1))
-    }
-}
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "e{}", self.0)
-    }
-}
-
 /// A store's modification revision (etcd `mod_revision`, Consul `ModifyIndex`, NATS KV revision).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,

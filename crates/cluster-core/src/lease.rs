@@ -20,7 +20,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use cluster_core::ids::{Epoch, FencingToken, NodeId};
+//! use cluster_core::ids::NodeId;
 //! use cluster_core::lease::{Lease, RenewalAck, LeaseState, LeaseTiming};
 //! use cluster_core::time::MonoTime;
 //!
@@ -28,7 +28,7 @@
 //! let t = |s| MonoTime::from_duration(Duration::from_secs(s));
 //! let holder = NodeId::new("n1").unwrap();
 //! let grant = RenewalAck { sent_at: t(100), ttl: timing.ttl };
-//! let mut lease = Lease::granted(holder, Epoch(1), FencingToken::new(7), timing, grant)?;
+//! let mut lease = Lease::granted(holder, timing, grant)?;
 //!
 //! assert_eq!(lease.observe(t(105)), LeaseState::Valid);
 //! assert_eq!(lease.observe(t(108)), LeaseState::RenewDeadlinePassed);
@@ -43,8 +43,6 @@
 
 use std::time::Duration;
 
-use crate::ids::Epoch;
-use crate::ids::FencingToken;
 use crate::ids::NodeId;
 use crate::time::MonoTime;
 
@@ -140,12 +138,10 @@ impl LeaseState {
 #[non_exhaustive]
 pub enum LeaseError {
     /// The lease was already lost; a new lease is needed.
-    #[error("lease {token} of {holder} is lost; acquire a new lease")]
+    #[error("the lease of {holder} is lost; acquire a new lease")]
     Lost {
         /// The holder of the lost lease.
         holder: NodeId,
-        /// Its token.
-        token: FencingToken,
     },
     /// The acknowledged request claims to have been sent after `now`.
     #[error("renewal sent at {sent_at} is later than now ({now})")]
@@ -164,8 +160,6 @@ pub enum LeaseError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     holder: NodeId,
-    epoch: Epoch,
-    token: FencingToken,
     timing: LeaseTiming,
     last_sent_at: MonoTime,
     expires_at: MonoTime,
@@ -177,8 +171,6 @@ impl Lease {
     /// A lease from its first acknowledged grant.
     pub fn granted(
         holder: NodeId,
-        epoch: Epoch,
-        token: FencingToken,
         timing: LeaseTiming,
         grant: RenewalAck,
     ) -> Result<Lease, LeaseTimingError> {
@@ -186,8 +178,6 @@ impl Lease {
         LeaseTiming::new(grant.ttl, timing.margin)?;
         Ok(Lease {
             holder,
-            epoch,
-            token,
             timing,
             last_sent_at: grant.sent_at,
             expires_at: grant.sent_at + grant.ttl,
@@ -231,7 +221,6 @@ impl Lease {
         if self.observe(now) == LeaseState::Lost {
             return Err(LeaseError::Lost {
                 holder: self.holder.clone(),
-                token: self.token,
             });
         }
         LeaseTiming::new(ack.ttl, self.timing.margin)?;
@@ -273,53 +262,9 @@ impl Lease {
         &self.holder
     }
 
-    /// The term this lease belongs to.
-    pub fn epoch(&self) -> Epoch {
-        self.epoch
-    }
-
-    /// The fencing token every write under this lease carries.
-    pub fn token(&self) -> FencingToken {
-        self.token
-    }
-
     /// The timing the lease was created with.
     pub fn timing(&self) -> LeaseTiming {
         self.timing
-    }
-
-    /// A read-only view for leadership.
-    pub fn leader_view(&self) -> LeaderLease {
-        LeaderLease {
-            holder: self.holder.clone(),
-            epoch: self.epoch,
-            token: self.token,
-            safe_until: if self.lost {
-                MonoTime::ZERO
-            } else {
-                self.safe_until()
-            },
-        }
-    }
-}
-
-/// Who leads, in which term, with which token, and until when it may act.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LeaderLease {
-    /// The leader.
-    pub holder: NodeId,
-    /// The leadership term.
-    pub epoch: Epoch,
-    /// The token the leader's writes carry.
-    pub token: FencingToken,
-    /// The last moment the leader may act (on the holder's monotonic clock).
-    pub safe_until: MonoTime,
-}
-
-impl LeaderLease {
-    /// Whether the leader may still act at `now`.
-    pub fn is_safe_at(&self, now: MonoTime) -> bool {
-        now < self.safe_until
     }
 }
 

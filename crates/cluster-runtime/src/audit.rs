@@ -249,7 +249,7 @@ impl Audit {
         if let Some(queue) = &self.queue
             && queue.try_send(event).is_err()
         {
-            metrics::counter!(crate::metric_names::AUDIT_DROPPED).increment(1);
+            metrics::counter!(crate::metric_definitions::AUDIT_DROPPED).increment(1);
         }
     }
 

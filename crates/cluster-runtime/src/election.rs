@@ -30,7 +30,7 @@ use crate::audit::{AuditKind, AuditRecord};
 use crate::context::{ActiveContext, AppContext, LeaderChange, TermAuthority};
 use crate::error::RuntimeError;
 use crate::hooks::run_optional;
-use crate::metric_names;
+use crate::metric_definitions;
 use crate::sessions::{Under, under};
 use crate::sqlite::SqliteRole;
 
@@ -190,7 +190,7 @@ pub(crate) async fn observe_leader(
                 tracing::debug!(error = %e, "observing the leader failed; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    _ = tokio::time::sleep(crate::timing::pace::STORE_RETRY) => continue,
                 }
             }
         };
@@ -210,7 +210,8 @@ pub(crate) async fn observe_leader(
             });
             if changed {
                 let app = ctx.app().to_string();
-                metrics::counter!(metric_names::LEADER_CHANGES, "app" => app.clone()).increment(1);
+                metrics::counter!(metric_definitions::LEADER_CHANGES, "app" => app.clone())
+                    .increment(1);
                 ctx.shared.audit.record(
                     AuditRecord::new(AuditKind::LeaderChanged)
                         .app(&app)
@@ -357,7 +358,7 @@ async fn lead(
         cancel: cancel.clone(),
     }));
     role_tx.send_replace(Role::Active { token: term.token });
-    metrics::gauge!(metric_names::ELECTION_EPOCH, "app" => app.clone())
+    metrics::gauge!(metric_definitions::ELECTION_EPOCH, "app" => app.clone())
         .set(term.token.get() as f64);
     ctx.shared.audit.record(
         AuditRecord::new(AuditKind::LeaderAcquired)
@@ -418,7 +419,7 @@ async fn lead(
     key_watch.abort();
     ctx.shared.set_term(None);
     role_tx.send_replace(Role::Passive);
-    metrics::gauge!(metric_names::ELECTION_EPOCH, "app" => app.clone()).set(0.0);
+    metrics::gauge!(metric_definitions::ELECTION_EPOCH, "app" => app.clone()).set(0.0);
     let token = term.token;
     match &end {
         TermEnd::Lost => {
@@ -519,7 +520,7 @@ async fn watch_term_key(
         let Ok(mut watch) = watch else {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(300)) => continue,
+                _ = tokio::time::sleep(crate::timing::pace::SAFETY_WATCH_REOPEN) => continue,
             }
         };
         loop {

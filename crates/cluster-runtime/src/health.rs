@@ -309,7 +309,7 @@ impl HealthRegistry {
                 return;
             };
             let ok = result.is_ok();
-            metrics::counter!(crate::metric_names::HEALTH_CHECKS, "check" => name.to_owned(), "status" => if ok { "ok" } else { "fail" })
+            metrics::counter!(crate::metric_definitions::HEALTH_CHECKS, "check" => name.to_owned(), "status" => if ok { "ok" } else { "fail" })
                 .increment(1);
             push_history(
                 state,

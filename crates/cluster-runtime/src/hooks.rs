@@ -71,7 +71,7 @@ impl<C: Send + 'static> Hook<C> {
             }) as BoxError),
         };
         let status = if outcome.is_ok() { "ok" } else { "error" };
-        metrics::histogram!(crate::metric_names::HOOK_DURATION, "hook" => name, "app" => app.to_owned(), "status" => status)
+        metrics::histogram!(crate::metric_definitions::HOOK_DURATION, "hook" => name, "app" => app.to_owned(), "status" => status)
             .record(started.elapsed().as_secs_f64());
         if let Err(e) = &outcome {
             tracing::warn!(app, hook = name, error = %e, "hook failed");

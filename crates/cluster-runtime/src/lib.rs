@@ -44,7 +44,7 @@ mod health;
 mod hooks;
 mod http;
 mod kv;
-pub mod metric_names;
+pub mod metric_definitions;
 mod owned_work;
 mod platform;
 mod ring;

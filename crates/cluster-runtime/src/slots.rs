@@ -109,7 +109,7 @@ async fn wait_for_delete(ctx: &AppContext, prefix: KeyPrefix, give_up: &Session)
         .watch(WatchTarget::Prefix(prefix), WatchStart::Now)
         .await
     else {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(crate::timing::pace::STORE_RETRY).await;
         return;
     };
     let _snapshot = watch.next().await;
@@ -195,7 +195,7 @@ pub(crate) async fn drive_replicas(
                 tracing::debug!(app, error = %e, "slot claim failed; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    _ = tokio::time::sleep(crate::timing::pace::STORE_RETRY) => continue,
                 }
             }
         };
@@ -238,7 +238,7 @@ pub(crate) async fn drive_replicas(
         if !ok {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(crate::timing::pace::SLOT_RECLAIM) => {}
             }
         }
     }

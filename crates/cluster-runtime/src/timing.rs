@@ -24,6 +24,27 @@ pub struct Timing {
     pub step_down_backoff: Duration,
 }
 
+/// The pace of the runtime's retry loops, named once.
+///
+/// None of these is a safety deadline: those come from the lease timing and fire whatever a
+/// loop is doing. They bound how soon a loop tries a failed store call again or looks at a view
+/// without a change, trading store load against reaction time.
+pub(crate) mod pace {
+    use std::time::Duration;
+
+    /// Before a failed store call (a watch, an observation, a claim, a campaign) is tried again.
+    pub(crate) const STORE_RETRY: Duration = Duration::from_millis(500);
+    /// Before a watch that a safety path relies on (the ring's claims, a leader's own election
+    /// key) is opened again: shorter than [`STORE_RETRY`], so a lost key is seen sooner.
+    pub(crate) const SAFETY_WATCH_REOPEN: Duration = Duration::from_millis(300);
+    /// How often the ring planner and executor reconcile without a change to react to.
+    pub(crate) const RECONCILE_TICK: Duration = Duration::from_millis(500);
+    /// Before a slot whose `on_active` failed (or whose term ended unhealthy) claims again.
+    pub(crate) const SLOT_RECLAIM: Duration = Duration::from_secs(1);
+    /// The shortest pause between attempts to open a replicated database.
+    pub(crate) const DATABASE_OPEN_RETRY: Duration = Duration::from_millis(500);
+}
+
 impl Default for Timing {
     /// TTL 10 s, margin 2 s (renewals every ~2.7 s), hooks 5 s, shutdown 30 s, drain 10 s.
     fn default() -> Self {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_core::coordination::{CoordError, CoordResult, LeaseId, LeaseStore};
-use cluster_core::ids::{Epoch, FencingToken, NodeId};
+use cluster_core::ids::NodeId;
 use cluster_core::lease::{Lease, LeaseState, LeaseTiming, RenewalAck};
 use cluster_core::time::MonoTime;
 use tokio::sync::watch;
@@ -187,12 +187,10 @@ impl Session {
         let boot_sent_at = boot.now();
         let sent_at = mono_now();
         let grant = store.grant_lease(timing.ttl).await?;
-        // A session lease carries no fencing token of its own: terms and claims made under it
-        // carry theirs. Epoch and token are therefore zero here.
+        // A session lease carries no fencing token of its own: the terms and claims made under
+        // it carry theirs.
         let lease = Lease::granted(
             holder,
-            Epoch(0),
-            FencingToken::new(0),
             timing,
             RenewalAck {
                 sent_at,

@@ -19,7 +19,8 @@ use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::{EtcdCoordinator, entry, revision};
+use crate::EtcdCoordinator;
+use crate::kv::{entry, revision};
 
 struct Target {
     ns: Namespace,

@@ -239,7 +239,8 @@ pub struct Envelope {
     pub ordering_key: Option<String>,
     /// The publisher's sequence for the ordering key: grows, may have gaps.
     pub sequence: u64,
-    /// The publisher's fencing token for the shard when it published.
+    /// The publisher's fencing token for the shard when it published: the epoch consumers
+    /// order and refuse by ("epoch" means this token and nothing else in the platform).
     pub epoch: FencingToken,
     /// The event that caused this one.
     pub causation_id: Option<EventId>,

@@ -2,7 +2,6 @@
 //! dispatch, and the ring hand-off on leave.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +76,7 @@ impl Platform {
                     let settled = async {
                         match &ring {
                             Some(ring) => {
-                                let _ = ring.wait_for_partitions(Duration::from_secs(3600)).await;
+                                let _ = ring.settled().await;
                             }
                             None => {
                                 let _ = roles.wait_for(|r| *r != Role::Starting).await;
@@ -103,7 +102,7 @@ impl Platform {
                         let retry = inner
                             .timing
                             .step_down_backoff
-                            .max(Duration::from_millis(500));
+                            .max(crate::timing::pace::DATABASE_OPEN_RETRY);
                         crate::sqlite::SqliteRole::open_retrying(
                             &app.ctx,
                             spec,

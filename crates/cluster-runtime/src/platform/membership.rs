@@ -16,7 +16,7 @@ use crate::audit::{Audit, AuditKind, AuditRecord};
 use crate::context::MemberChange;
 use crate::error::RuntimeError;
 use crate::hooks::run_optional;
-use crate::metric_names;
+use crate::metric_definitions;
 use crate::ring::{APPS_META, LEAVING_META};
 
 use super::*;
@@ -71,7 +71,7 @@ impl Platform {
         }
         inner.sessions.set(Some(session.clone()));
         inner.state.send_replace(NodeState::Joined);
-        metrics::gauge!(metric_names::SESSION_ALIVE).set(1.0);
+        metrics::gauge!(metric_definitions::SESSION_ALIVE).set(1.0);
         tracing::info!(node = %inner.node, lease = %session.lease(), "joined");
         Ok(session)
     }
@@ -88,8 +88,8 @@ impl Platform {
                 return;
             }
             inner.sessions.set(None);
-            metrics::gauge!(metric_names::SESSION_ALIVE).set(0.0);
-            metrics::counter!(metric_names::SESSIONS_LOST, "reason" => match reason {
+            metrics::gauge!(metric_definitions::SESSION_ALIVE).set(0.0);
+            metrics::counter!(metric_definitions::SESSIONS_LOST, "reason" => match reason {
                 LostReason::Expired => "expired",
                 LostReason::Revoked => "revoked",
                 LostReason::Closed => "closed",
@@ -130,7 +130,7 @@ impl Platform {
                 s = inner.coord.watch_members(&ns) => s,
             };
             let Ok(mut stream) = stream else {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(crate::timing::pace::STORE_RETRY).await;
                 continue;
             };
             loop {
@@ -175,7 +175,8 @@ impl Platform {
                         (vec![], gone.into_iter().collect())
                     }
                 };
-                metrics::gauge!(metric_names::MEMBERS).set(inner.members.borrow().len() as f64);
+                metrics::gauge!(metric_definitions::MEMBERS)
+                    .set(inner.members.borrow().len() as f64);
                 for m in joined {
                     audit.record(
                         AuditRecord::new(AuditKind::MemberJoined).detail(m.node.to_string()),

@@ -31,7 +31,7 @@ use crate::election::{ElectionHandle, Role};
 use crate::error::RuntimeError;
 use crate::health::HealthRegistry;
 use crate::kv::AppKv;
-use crate::metric_names;
+use crate::metric_definitions;
 use crate::ring::{self, RingHandle};
 use crate::sessions::SessionSlot;
 use crate::timing::Timing;
@@ -425,7 +425,7 @@ impl Platform {
         }
         inner.sessions.set(None);
         inner.state.send_replace(NodeState::Stopped);
-        metrics::gauge!(metric_names::SESSION_ALIVE).set(0.0);
+        metrics::gauge!(metric_definitions::SESSION_ALIVE).set(0.0);
         Ok(())
     }
 

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cluster_core::coordination::{
     Coordinator, OwnershipClaim, WatchEvent, WatchStart, WatchStream, WatchTarget,
@@ -26,7 +25,7 @@ pub(super) async fn open_watch(
                     tracing::debug!(error = %e, "ring watch failed; retrying");
                     tokio::select! {
                         _ = stop.cancelled() => return None,
-                        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                        _ = tokio::time::sleep(crate::timing::pace::SAFETY_WATCH_REOPEN) => {}
                     }
                 }
             },

@@ -27,7 +27,7 @@ use crate::app::AppHooks;
 use crate::audit::{AuditKind, AuditRecord};
 use crate::context::{AppContext, OwnContext, ReleaseReason};
 use crate::hooks::run_optional;
-use crate::metric_names;
+use crate::metric_definitions;
 use crate::owned_work::PartitionWork;
 
 /// How long a partition whose `on_own` failed is not claimed again by this node.
@@ -103,10 +103,10 @@ impl PartitionExecutor {
         let mut works = self.works.lock().unwrap_or_else(|e| e.into_inner());
         match work {
             Some(w) => {
-                works.insert(p, w);
+                works.insert(PartitionId(p), w);
             }
             None => {
-                works.remove(&p);
+                works.remove(&PartitionId(p));
             }
         }
     }
@@ -122,7 +122,7 @@ impl PartitionExecutor {
     }
 
     fn owned_gauge(&self) {
-        metrics::gauge!(metric_names::OWNED_PARTITIONS, "app" => self.app())
+        metrics::gauge!(metric_definitions::OWNED_PARTITIONS, "app" => self.app())
             .set(self.owned.len() as f64);
     }
 
@@ -134,7 +134,7 @@ impl PartitionExecutor {
             return;
         };
         let sessions = self.ctx.shared.sessions.clone();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(crate::timing::pace::RECONCILE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'outer: loop {
             let Some(mut claims) =
@@ -288,8 +288,8 @@ impl PartitionExecutor {
         self.retired.insert(p, token);
         self.set_work(p, None);
         self.view_tx.send_modify(|v| {
-            v.mine.remove(&p);
-            v.draining.remove(&p);
+            v.mine.remove(&PartitionId(p));
+            v.draining.remove(&PartitionId(p));
         });
         self.owned_gauge();
         // A partition being handed off reports its own end (as lost) from its handoff task.
@@ -379,9 +379,10 @@ impl PartitionExecutor {
         }
         self.publish_owners();
         self.view_tx.send_modify(|v| {
-            v.mine.insert(p, claim.token);
+            v.mine.insert(PartitionId(p), claim.token);
         });
-        metrics::counter!(metric_names::OWNERSHIP_CHANGES, "reason" => "claimed").increment(1);
+        metrics::counter!(metric_definitions::OWNERSHIP_CHANGES, "reason" => "claimed")
+            .increment(1);
         self.owned_gauge();
         self.ctx.shared.audit.record(
             AuditRecord::new(AuditKind::PartitionOwned)
@@ -460,7 +461,7 @@ impl PartitionExecutor {
             outbox: self.settings.outbox.clone(),
         };
         self.view_tx.send_modify(|v| {
-            v.draining.insert(p);
+            v.draining.insert(PartitionId(p));
         });
         self.tasks.spawn(async move {
             let (p, token) = leaving.run().await;
@@ -491,8 +492,8 @@ impl PartitionExecutor {
                 }
                 if !self.owned.contains_key(&p) {
                     self.view_tx.send_modify(|v| {
-                        v.mine.remove(&p);
-                        v.draining.remove(&p);
+                        v.mine.remove(&PartitionId(p));
+                        v.draining.remove(&PartitionId(p));
                     });
                 }
             }
@@ -512,7 +513,7 @@ impl PartitionExecutor {
         for p in staying {
             self.set_work(p, None);
             self.view_tx.send_modify(|v| {
-                v.mine.remove(&p);
+                v.mine.remove(&PartitionId(p));
             });
             self.leave(p, None, ReleaseReason::Shutdown);
         }

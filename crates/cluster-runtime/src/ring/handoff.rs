@@ -28,7 +28,7 @@ use crate::app::{AppHooks, HandoffOutbox};
 use crate::audit::{AuditKind, AuditRecord};
 use crate::context::{AppContext, ReleaseContext, ReleaseReason};
 use crate::hooks::run_optional;
-use crate::metric_names;
+use crate::metric_definitions;
 use crate::owned_work::PartitionWork;
 
 /// What a partition's leaving needs: its claim, work, and the signals around its hooks.
@@ -176,7 +176,7 @@ pub(super) async fn run_release_hook(
 ) {
     let app = ctx.app().to_string();
     own_done.cancelled().await;
-    metrics::counter!(metric_names::OWNERSHIP_CHANGES, "reason" => match reason {
+    metrics::counter!(metric_definitions::OWNERSHIP_CHANGES, "reason" => match reason {
         ReleaseReason::Handoff => "handoff",
         ReleaseReason::Lost => "lost",
         ReleaseReason::Shutdown => "released",
@@ -210,7 +210,7 @@ pub(super) async fn end_claim_in_outbox(
     drain: bool,
 ) {
     if let Err(e) = outbox.0.end_claim(PartitionId(p), token, limit).await {
-        metrics::counter!(metric_names::OUTBOX_DRAIN_TIMEOUTS, "app" => app.to_owned())
+        metrics::counter!(metric_definitions::OUTBOX_DRAIN_TIMEOUTS, "app" => app.to_owned())
             .increment(1);
         tracing::warn!(app, partition = p, error = %e, "publishes in flight did not finish before the claim ended");
     }
@@ -224,7 +224,7 @@ pub(super) async fn end_claim_in_outbox(
 /// larger epoch makes them `stale_epoch` dead letters, not losses).
 async fn drain_outbox(app: &str, outbox: &HandoffOutbox, p: u32, limit: Duration) {
     if let Err(e) = outbox.0.drain_shard(PartitionId(p), limit).await {
-        metrics::counter!(metric_names::OUTBOX_DRAIN_TIMEOUTS, "app" => app.to_owned())
+        metrics::counter!(metric_definitions::OUTBOX_DRAIN_TIMEOUTS, "app" => app.to_owned())
             .increment(1);
         tracing::warn!(app, partition = p, error = %e, "outbox not drained before the release");
     }

@@ -58,9 +58,9 @@ pub struct RingView {
     /// The claimed owner and token of each partition, as the store says.
     pub owners: Vec<Option<(NodeId, FencingToken)>>,
     /// The partitions this node owns and serves, with their tokens.
-    pub mine: BTreeMap<u32, FencingToken>,
+    pub mine: BTreeMap<PartitionId, FencingToken>,
     /// The partitions this node is handing off.
-    pub draining: BTreeSet<u32>,
+    pub draining: BTreeSet<PartitionId>,
     /// The version of the target assignment.
     pub version: u64,
 }
@@ -76,12 +76,12 @@ impl RingView {
 
     /// Whether this node owns exactly what the target gives it, with nothing in motion.
     fn settled_for(&self, node: &NodeId) -> bool {
-        let wanted: BTreeSet<u32> = self
+        let wanted: BTreeSet<PartitionId> = self
             .target
             .iter()
             .enumerate()
             .filter(|(_, t)| t.as_ref() == Some(node))
-            .map(|(p, _)| p as u32)
+            .map(|(p, _)| PartitionId(p as u32))
             .collect();
         self.version > 0
             && self.draining.is_empty()
@@ -99,7 +99,7 @@ pub struct RingHandle {
 }
 
 /// The work handles of the partitions a node owns, shared by the driver and the handle.
-type Works = Arc<std::sync::Mutex<BTreeMap<u32, PartitionWork>>>;
+type Works = Arc<std::sync::Mutex<BTreeMap<PartitionId, PartitionWork>>>;
 
 impl std::fmt::Debug for RingHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,7 +136,7 @@ impl RingHandle {
 
     /// Whether this node owns `key`'s partition and takes new work for it.
     pub fn owns_key(&self, key: impl AsRef<[u8]>) -> bool {
-        let p = self.partition_for(key).0;
+        let p = self.partition_for(key);
         let view = self.view.borrow();
         view.mine.contains_key(&p) && !view.draining.contains(&p)
     }
@@ -147,19 +147,19 @@ impl RingHandle {
             .borrow()
             .mine
             .iter()
-            .map(|(p, t)| (PartitionId(*p), *t))
+            .map(|(p, t)| (*p, *t))
             .collect()
     }
 
     /// The durable work queue of partition `p`, while this node owns it and takes new work.
     pub fn work(&self, p: PartitionId) -> Option<PartitionWork> {
-        if self.view.borrow().draining.contains(&p.0) {
+        if self.view.borrow().draining.contains(&p) {
             return None;
         }
         self.works
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&p.0)
+            .get(&p)
             .cloned()
     }
 
@@ -173,20 +173,24 @@ impl RingHandle {
         &self,
         timeout: Duration,
     ) -> Result<BTreeMap<PartitionId, FencingToken>, RuntimeError> {
-        let mut view = self.view.clone();
-        let wait = async {
-            loop {
-                if view.borrow_and_update().settled_for(&self.node) {
-                    return Ok(self.owned_partitions());
-                }
-                if view.changed().await.is_err() {
-                    return Err(RuntimeError::NotRunning);
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait)
+        tokio::time::timeout(timeout, self.settled())
             .await
             .map_err(|_| RuntimeError::Timeout(timeout))?
+    }
+
+    /// Waits, without a limit, until this node holds exactly its share and nothing drains.
+    pub(crate) async fn settled(
+        &self,
+    ) -> Result<BTreeMap<PartitionId, FencingToken>, RuntimeError> {
+        let mut view = self.view.clone();
+        loop {
+            if view.borrow_and_update().settled_for(&self.node) {
+                return Ok(self.owned_partitions());
+            }
+            if view.changed().await.is_err() {
+                return Err(RuntimeError::NotRunning);
+            }
+        }
     }
 }
 

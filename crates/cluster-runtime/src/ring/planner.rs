@@ -6,7 +6,6 @@
 //! fenced by the planner's term.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use cluster_core::coordination::{CoordError, Expect, Key, MemberInfo};
 use cluster_core::ids::{FencingToken, NodeId};
@@ -136,7 +135,7 @@ pub(super) async fn plan(
             Under::Done(t) => t,
         };
         let Ok(term) = term else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(crate::timing::pace::STORE_RETRY).await;
             continue;
         };
         tracing::debug!(app, token = %term.token, "ring planner elected");
@@ -146,7 +145,7 @@ pub(super) async fn plan(
             Ok(record) => record.map(|r| r.owners),
             Err(_) => continue,
         };
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(crate::timing::pace::RECONCILE_TICK);
         loop {
             if !session.is_alive() {
                 break;

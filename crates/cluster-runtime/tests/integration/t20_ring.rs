@@ -85,11 +85,11 @@ fn settled(nodes: &[&Node]) -> bool {
             .filter(|(_, t)| t.as_ref().map(|t| t.as_str()) == Some(n.name.as_str()))
             .map(|(p, _)| p as u32)
             .collect();
-        if wanted != view.mine.keys().copied().collect() {
+        if wanted != view.mine.keys().map(|p| p.0).collect() {
             return false;
         }
         for p in view.mine.keys() {
-            *owned.entry(*p).or_default() += 1;
+            *owned.entry(p.0).or_default() += 1;
         }
     }
     owned.len() == PARTITIONS as usize && owned.values().all(|c| *c == 1)

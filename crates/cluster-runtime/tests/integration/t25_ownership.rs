@@ -208,7 +208,7 @@ async fn a_partition_in_handoff_is_cancelled_when_the_session_is_lost() {
         })
         .await;
         for p in draining {
-            let p = u64::from(p);
+            let p = u64::from(p.0);
             assert!(
                 at(&log, "a", "cancelled", p) < at(&log, "b", "own", p),
                 "b owned partition {p} while a's on_own work for it was still running"
@@ -397,7 +397,7 @@ async fn queued_items_are_not_started_during_a_drain_and_a_completed_id_is_not_q
         })
         .await;
         let p = *ring.view().draining.iter().next().unwrap();
-        let err = works[p as usize].start("queued-0").await.unwrap_err();
+        let err = works[p.0 as usize].start("queued-0").await.unwrap_err();
         assert!(matches!(err, WorkError::IntakeClosed(_)), "{err:?}");
     }
     b.stop().await.unwrap();

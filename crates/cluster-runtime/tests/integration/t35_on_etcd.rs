@@ -152,7 +152,7 @@ fn ring_settled(nodes: &[&Node]) -> bool {
             return false;
         }
         for (p, token) in view.mine {
-            if owner_of.insert(p, (n.name.clone(), token)).is_some() {
+            if owner_of.insert(p.0, (n.name.clone(), token)).is_some() {
                 return false;
             }
         }
@@ -302,7 +302,7 @@ async fn a_claim_applied_on_etcd_whose_reply_was_lost_is_adopted() {
     let (holder, token) = view.owners[2].clone().expect("partition 2 is claimed");
     assert_eq!(holder.as_str(), name);
     assert_eq!(
-        view.mine.get(&2),
+        view.mine.get(&cluster_core::ids::PartitionId(2)),
         Some(&token),
         "the node serves partition 2 under the claim etcd holds"
     );
