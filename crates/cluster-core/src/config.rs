@@ -36,19 +36,58 @@ impl ConfigError {
 /// A [`std::time::Duration`] written as whole milliseconds (`"call_timeout": 1500`), for
 /// `#[serde(with = "cluster_core::config::duration_ms")]`. A duration past `u64::MAX`
 /// milliseconds is written as `u64::MAX`.
+///
+/// Reading also takes a human-written string (`"1500ms"`, `"2s"`, `"1m 30s"`), so an adapter's
+/// config table in the agent's TOML file reads like the rest of the file.
 pub mod duration_ms {
+    use std::fmt;
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::{Deserialize, Serializer};
 
     /// Writes `d` as milliseconds.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Reads milliseconds.
+    /// Reads milliseconds, or a string such as `"2s"`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
+        d.deserialize_any(MillisOrText)
+    }
+
+    struct MillisOrText;
+
+    impl Visitor<'_> for MillisOrText {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("milliseconds, or a duration such as \"500ms\", \"2s\" or \"1m 30s\"")
+        }
+
+        fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Duration, E> {
+            Ok(Duration::from_millis(ms))
+        }
+
+        fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Duration, E> {
+            u64::try_from(ms)
+                .map(Duration::from_millis)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(ms), &self))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text)
+                .map_err(|e| E::custom(format!("{text:?} is not a duration ({e})")))
+        }
+    }
+
+    /// Reads the wrapped value with [`deserialize`].
+    struct Wrapped(Duration);
+
+    impl<'de> Deserialize<'de> for Wrapped {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            deserialize(d).map(Wrapped)
+        }
     }
 
     /// The same for an `Option<Duration>` (absent or `null` is `None`), for
@@ -66,9 +105,9 @@ pub mod duration_ms {
             }
         }
 
-        /// Reads milliseconds, or none.
+        /// Reads milliseconds or a duration string, or none.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+            Ok(Option::<super::Wrapped>::deserialize(d)?.map(|w| w.0))
         }
     }
 }
@@ -99,6 +138,18 @@ mod tests {
         let absent: Timing = serde_json::from_str(r#"{"timeout":0}"#).unwrap();
         assert_eq!(absent.deadline, None);
         assert!(serde_json::from_str::<Timing>(r#"{"timeout":-1}"#).is_err());
+    }
+
+    #[test]
+    fn durations_are_read_from_text_too() {
+        let t: Timing = serde_json::from_str(r#"{"timeout":"1m 30s","deadline":"250ms"}"#).unwrap();
+        assert_eq!(t.timeout, Duration::from_secs(90));
+        assert_eq!(t.deadline, Some(Duration::from_millis(250)));
+        let err = serde_json::from_str::<Timing>(r#"{"timeout":"soon"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("\"soon\" is not a duration"),
+            "{err}"
+        );
     }
 
     #[test]

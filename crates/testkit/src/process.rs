@@ -85,13 +85,19 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `program` with `args`, stdout and stderr appended to `log_path`.
     pub fn start(name: &str, program: &Path, args: &[String], log_path: &Path) -> io::Result<Self> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Self::spawn(name, cmd, log_path)
+    }
+
+    /// Starts `cmd` as prepared (arguments, environment, directory), stdout and stderr
+    /// appended to `log_path`.
+    pub fn spawn(name: &str, mut cmd: Command, log_path: &Path) -> io::Result<Self> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log_path)?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         let child = spawn_supervised(cmd)?;
@@ -162,6 +168,24 @@ impl ServerProcess {
     /// SIGCONT after [`pause`](Self::pause).
     pub fn resume(&self) -> io::Result<()> {
         self.signal(libc::SIGCONT)
+    }
+
+    /// SIGTERM, and the exit status if the process exits within `grace` (else it is killed
+    /// and `None` is returned).
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let _ = self.signal(libc::SIGCONT);
+        let _ = self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        let mut status = None;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(s))) = self.child.as_mut().map(Child::try_wait) {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        status
     }
 
     /// Graceful stop: SIGTERM, then SIGKILL if it has not exited within `grace`.

@@ -1,0 +1,157 @@
+//! The composition root: a checked [`AgentConfig`] becomes adapters, a [`Platform`] and its
+//! apps. The only place in the workspace that names every adapter crate.
+
+use std::sync::Arc;
+
+use cluster_core::coordination::Coordinator;
+use cluster_core::event::EventBus;
+use cluster_core::object_store::ObjectStores;
+use cluster_runtime::{CheckSpec, Platform};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentConfig, Bus, Coordination, HealthCheck};
+use crate::exit::Failure;
+
+/// A platform built from a config, with its apps registered and health checks running.
+pub struct Composed {
+    /// The platform (not yet running: call [`Platform::run`]).
+    pub platform: Platform,
+    /// Apps registered on this node (placement rules left the others out).
+    pub apps: Vec<String>,
+    /// Apps whose placement rules this node does not meet.
+    pub not_placed: Vec<String>,
+    /// Stops the health checks.
+    pub checks: CancellationToken,
+}
+
+/// Connects the adapters the config names and builds the platform. An unreachable store is
+/// [`Failure::Unreachable`]; everything the config could get wrong was checked before.
+pub async fn compose(config: &AgentConfig) -> Result<Composed, Failure> {
+    std::fs::create_dir_all(&config.node.data_dir).map_err(|e| {
+        Failure::Config(format!(
+            "node.data_dir: cannot create {}: {e}",
+            config.node.data_dir.display()
+        ))
+    })?;
+    let coordinator = coordinator(&config.coordination).await?;
+    let (bus, nats_stores) = bus(config.bus.as_ref()).await?;
+    let needs_stores = config.apps.iter().any(|a| a.sqlite.is_some());
+    let stores: Option<Arc<dyn ObjectStores>> = match nats_stores {
+        Some(s) if needs_stores => Some(s),
+        _ if needs_stores => Some(Arc::new(store_dir::DirObjectStores::new(
+            config.node.data_dir.join("objects"),
+        ))),
+        _ => None,
+    };
+
+    let mut b = Platform::builder(&config.platform.name, &config.node.id)
+        .coordinator(coordinator)
+        .address(config.node.advertise.clone())
+        .http_addr(config.node.http_addr);
+    for (k, v) in &config.node.labels {
+        b = b.label(k.clone(), v.clone());
+    }
+    if let Some(bus) = bus {
+        b = b.event_bus(bus);
+    }
+    if let Some(stores) = stores {
+        b = b.object_stores(stores);
+    }
+    let platform = crate::config::with_settings(b, &config.platform, &config.timing)
+        .build()
+        .map_err(|e| Failure::Config(e.to_string()))?;
+
+    let checks = CancellationToken::new();
+    let mut apps = Vec::new();
+    let mut not_placed = Vec::new();
+    for app in &config.apps {
+        if !app.placed_on(&config.node.labels) {
+            tracing::info!(app = %app.name, rules = ?app.on_label, "placement rules leave this app off this node");
+            not_placed.push(app.name.clone());
+            continue;
+        }
+        let built = crate::config::runtime_app(app, &config.node.data_dir)
+            .build()
+            .map_err(|e| Failure::Config(format!("app {}: {e}", app.name)))?;
+        platform
+            .register(built)
+            .map_err(|e| Failure::Config(format!("app {}: {e}", app.name)))?;
+        for check in &app.health {
+            register_check(&platform, &app.name, check, checks.clone());
+        }
+        apps.push(app.name.clone());
+    }
+    Ok(Composed {
+        platform,
+        apps,
+        not_placed,
+        checks,
+    })
+}
+
+async fn coordinator(c: &Coordination) -> Result<Arc<dyn Coordinator>, Failure> {
+    Ok(match c {
+        Coordination::Etcd(config) => Arc::new(
+            coord_etcd::EtcdCoordinator::connect(config.clone())
+                .await
+                .map_err(|e| Failure::Unreachable(format!("etcd: {e}")))?,
+        ),
+        Coordination::Consul(config) => Arc::new(
+            coord_consul::ConsulCoordinator::new(config.clone())
+                .map_err(|e| Failure::Config(e.to_string()))?,
+        ),
+        Coordination::Nats(config) => Arc::new(
+            coord_nats::NatsCoordinator::connect(config.clone())
+                .await
+                .map_err(|e| Failure::Unreachable(format!("nats coordination: {e}")))?,
+        ),
+        Coordination::Mem => Arc::new(coord_mem::MemCoordinator::new()),
+    })
+}
+
+type BusAndStores = (Option<Arc<dyn EventBus>>, Option<Arc<dyn ObjectStores>>);
+
+async fn bus(b: Option<&Bus>) -> Result<BusAndStores, Failure> {
+    Ok(match b {
+        None => (None, None),
+        Some(Bus::Mem) => (Some(Arc::new(bus_mem::MemEventBus::new())), None),
+        Some(Bus::Nats {
+            config,
+            object_replicas,
+        }) => {
+            let bus = bus_nats::NatsEventBus::connect(config.clone())
+                .await
+                .map_err(|e| Failure::Unreachable(format!("nats bus: {e}")))?;
+            let stores = bus_nats::NatsObjectStores::connect(config.clone(), *object_replicas)
+                .await
+                .map_err(|e| Failure::Unreachable(format!("nats object stores: {e}")))?;
+            (Some(Arc::new(bus)), Some(Arc::new(stores)))
+        }
+    })
+}
+
+/// The check's name in the platform's registry: `{app}.{check}`.
+pub fn check_name(app: &str, check: &str) -> String {
+    format!("{app}.{check}")
+}
+
+fn register_check(platform: &Platform, app: &str, check: &HealthCheck, stop: CancellationToken) {
+    let mut spec =
+        CheckSpec::new(check_name(app, &check.name), check.interval).timeout(check.timeout);
+    for dep in &check.depends_on {
+        spec = spec.depends_on(check_name(app, dep));
+    }
+    if !check.critical {
+        spec = spec.non_critical();
+    }
+    let probe = Arc::new(check.probe.clone());
+    let timeout = check.timeout;
+    platform.health().register(
+        spec,
+        move || {
+            let probe = probe.clone();
+            async move { crate::probe::run(&probe, timeout).await.map_err(Into::into) }
+        },
+        stop,
+    );
+}
