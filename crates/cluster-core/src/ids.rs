@@ -2,7 +2,7 @@
 //!
 //! Names ([`NodeId`], [`PlatformName`], [`AppName`]) are validated strings: once constructed they
 //! are known to be safe inside store keys, NATS bucket names and subjects. Numbers
-//! ([`PartitionId`], [`Epoch`], [`Revision`], [`FencingToken`]) are `Copy` newtypes, totally
+//! ([`PartitionId`], [`Revision`], [`FencingToken`]) are `Copy` newtypes, totally
 //! ordered and serialised as plain integers.
 //!
 //! ```
