@@ -444,7 +444,7 @@ impl Platform {
                     "role": role,
                     "leader": leader.map(|l| serde_json::json!({"node": l.holder, "token": l.token.get()})),
                     "settled": *a.settled.borrow(),
-                    "partitions": ring.as_ref().map(|r| r.mine.iter().map(|(p, t)| (p.to_string(), t.get())).collect::<HashMap<_, _>>()),
+                    "partitions": ring.as_ref().map(|r| r.mine.iter().map(|(p, t)| (p.0.to_string(), t.get())).collect::<HashMap<_, _>>()),
                     "draining": ring.as_ref().map(|r| r.draining.iter().copied().collect::<Vec<_>>()),
                     "assignment_version": ring.as_ref().map(|r| r.version),
                     "targeted_here": ring.as_ref().map(|r| r.target.iter().filter(|t| t.as_ref() == Some(&self.inner.node)).count()),
