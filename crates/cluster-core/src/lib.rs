@@ -9,6 +9,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod assignment;
+pub mod backend;
 pub mod backoff;
 pub mod clock;
 pub mod config;
