@@ -9,7 +9,7 @@ use cluster_core::object_store::ObjectStores;
 use cluster_runtime::{CheckSpec, Platform};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AgentConfig, Bus, Coordination, HealthCheck};
+use crate::config::{AgentConfig, AppConfig, BackendConfig, Bus, Coordination, HealthCheck};
 use crate::exit::Failure;
 
 /// A platform built from a config, with its apps registered and health checks running.
@@ -70,15 +70,27 @@ pub async fn compose(config: &AgentConfig) -> Result<Composed, Failure> {
             not_placed.push(app.name.clone());
             continue;
         }
-        let built = crate::config::runtime_app(app, &config.node.data_dir)
+        let mut builder = crate::config::runtime_app(app, &config.node.data_dir);
+        match &app.backend {
+            // The service's checks run while the service runs (the runtime registers them).
+            Some(backend) => {
+                builder = builder.backend(
+                    process_backend(config, app, backend)?,
+                    service_options(config, app, backend),
+                )
+            }
+            None => {
+                for check in &app.health {
+                    register_check(&platform, &app.name, check, checks.clone());
+                }
+            }
+        }
+        let built = builder
             .build()
             .map_err(|e| Failure::Config(format!("app {}: {e}", app.name)))?;
         platform
             .register(built)
             .map_err(|e| Failure::Config(format!("app {}: {e}", app.name)))?;
-        for check in &app.health {
-            register_check(&platform, &app.name, check, checks.clone());
-        }
         apps.push(app.name.clone());
     }
     Ok(Composed {
@@ -130,12 +142,73 @@ async fn bus(b: Option<&Bus>) -> Result<BusAndStores, Failure> {
     })
 }
 
+/// The app's process backend, run under this very binary's `cluster supervise`.
+fn process_backend(
+    config: &AgentConfig,
+    app: &AppConfig,
+    backend: &BackendConfig,
+) -> Result<Arc<dyn cluster_core::backend::Backend>, Failure> {
+    let program = std::env::current_exe()
+        .map_err(|e| Failure::Other(format!("cannot find the agent's own binary: {e}")))?;
+    let mut spec = backend.process.clone();
+    if let Some(log) = &mut spec.log_file {
+        log.path = config.node.data_dir.join(&log.path);
+    }
+    Ok(Arc::new(backends::ProcessBackend::new(
+        &app.name,
+        spec,
+        backends::SupervisorCommand {
+            program,
+            leading_args: vec!["supervise".into()],
+        },
+    )))
+}
+
+fn service_options(
+    config: &AgentConfig,
+    app: &AppConfig,
+    backend: &BackendConfig,
+) -> cluster_runtime::ServiceOptions {
+    let mut env = vec![(
+        "CLUSTER_AGENT_URL".to_owned(),
+        format!("http://{}", config.node.advertise),
+    )];
+    if let Some(db) = &app.sqlite {
+        env.push((
+            "CLUSTER_DB".to_owned(),
+            config.node.data_dir.join(&db.path).display().to_string(),
+        ));
+    }
+    let checks = app
+        .health
+        .iter()
+        .map(|check| {
+            let probe = Arc::new(check.probe.clone());
+            let timeout = check.timeout;
+            cluster_runtime::ServiceCheck {
+                spec: check_spec(&app.name, check),
+                probe: Arc::new(move || {
+                    let probe = probe.clone();
+                    Box::pin(
+                        async move { crate::probe::run(&probe, timeout).await.map_err(Into::into) },
+                    )
+                }),
+            }
+        })
+        .collect();
+    cluster_runtime::ServiceOptions {
+        start_timeout: backend.start_timeout,
+        checks,
+        env,
+    }
+}
+
 /// The check's name in the platform's registry: `{app}.{check}`.
 pub fn check_name(app: &str, check: &str) -> String {
     format!("{app}.{check}")
 }
 
-fn register_check(platform: &Platform, app: &str, check: &HealthCheck, stop: CancellationToken) {
+fn check_spec(app: &str, check: &HealthCheck) -> CheckSpec {
     let mut spec =
         CheckSpec::new(check_name(app, &check.name), check.interval).timeout(check.timeout);
     for dep in &check.depends_on {
@@ -144,6 +217,11 @@ fn register_check(platform: &Platform, app: &str, check: &HealthCheck, stop: Can
     if !check.critical {
         spec = spec.non_critical();
     }
+    spec
+}
+
+fn register_check(platform: &Platform, app: &str, check: &HealthCheck, stop: CancellationToken) {
+    let spec = check_spec(app, check);
     let probe = Arc::new(check.probe.clone());
     let timeout = check.timeout;
     platform.health().register(

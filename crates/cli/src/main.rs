@@ -24,6 +24,13 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run one service under a term's deadline, fed by its agent (started by the agent).
+    #[command(hide = true)]
+    Supervise {
+        /// --app A --grace-ms N [--fenced] [--user U] [--dir D] -- PROGRAM [ARGS...]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Write a commented configuration that passes `cluster config check`.
     Init {
         /// Where to write it.
@@ -139,6 +146,10 @@ fn init_logging() {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Agent(args) => agent(args),
+        Command::Supervise { args } => {
+            let args = backends::SupervisorArgs::parse(args).map_err(Failure::Config)?;
+            std::process::exit(backends::supervisor::run(args));
+        }
         Command::Config(ConfigCommand::Check { file, sets, dev }) => {
             let config = load(&Sources {
                 file: Some(file.clone()),

@@ -67,6 +67,23 @@ pub struct App {
     pub(crate) weight: u32,
     pub(crate) sqlite: Option<crate::sqlite::SqliteSpec>,
     pub(crate) outbox: Option<HandoffOutbox>,
+    pub(crate) service: Option<AppService>,
+}
+
+/// The service an app runs under its role.
+#[derive(Clone)]
+pub(crate) struct AppService {
+    pub(crate) backend: Arc<dyn cluster_core::backend::Backend>,
+    pub(crate) options: crate::service::ServiceOptions,
+}
+
+impl std::fmt::Debug for AppService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppService")
+            .field("backend", &self.backend.kind())
+            .field("options", &self.options)
+            .finish()
+    }
 }
 
 /// The outbox a ring app drains for a partition before releasing it in a graceful handoff.
@@ -90,6 +107,7 @@ impl App {
             weight: 1,
             sqlite: None,
             outbox: None,
+            service: None,
         }
     }
 
@@ -114,6 +132,7 @@ pub struct AppBuilder {
     weight: u32,
     sqlite: Option<crate::sqlite::SqliteSpec>,
     outbox: Option<HandoffOutbox>,
+    service: Option<AppService>,
 }
 
 macro_rules! hook_setter {
@@ -205,6 +224,19 @@ impl AppBuilder {
         self
     }
 
+    /// Runs the app's service with `backend` while this node holds the app's role: started
+    /// after the database is promoted and before `on_active`, ready once the critical checks
+    /// of `options` pass, stopped first when the role ends (a term's service never outlives
+    /// the term). Not for ring apps: a ring has no single service to run.
+    pub fn backend(
+        mut self,
+        backend: Arc<dyn cluster_core::backend::Backend>,
+        options: crate::service::ServiceOptions,
+    ) -> Self {
+        self.service = Some(AppService { backend, options });
+        self
+    }
+
     /// This node's relative weight in ring mode (default 1).
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = weight;
@@ -287,6 +319,13 @@ impl AppBuilder {
         if self.weight == 0 {
             return Err(RuntimeError::config("weight", "must be at least 1"));
         }
+        if self.service.is_some() && matches!(self.mode, AppMode::Ring { .. }) {
+            return Err(RuntimeError::config(
+                "backend",
+                "a ring app's partitions have no single service to run; backends run for \
+                 active-passive, pool and replicas apps",
+            ));
+        }
         Ok(App {
             name,
             mode: self.mode,
@@ -295,6 +334,7 @@ impl AppBuilder {
             weight: self.weight,
             sqlite: self.sqlite,
             outbox: self.outbox,
+            service: self.service,
         })
     }
 }

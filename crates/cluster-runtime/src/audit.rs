@@ -52,6 +52,13 @@ pub enum AuditKind {
     /// A stepping-down primary could not ship the end of its WAL before its term ended; the
     /// local database is kept aside, not deleted.
     WalTailLost,
+    /// The app's service started and its critical checks passed (detail: the time it took).
+    BackendStarted,
+    /// The app's service stopped (detail: the time it took).
+    BackendStopped,
+    /// A step of taking a term failed, and the steps before it were undone in reverse (detail:
+    /// the step).
+    FailoverRolledBack,
 }
 
 impl AuditKind {
@@ -74,6 +81,9 @@ impl AuditKind {
             AuditKind::PromotionCompleted => "promotion_completed",
             AuditKind::PromotionRefused => "promotion_refused",
             AuditKind::WalTailLost => "wal_tail_lost",
+            AuditKind::BackendStarted => "backend_started",
+            AuditKind::BackendStopped => "backend_stopped",
+            AuditKind::FailoverRolledBack => "failover_rolled_back",
         }
     }
 }

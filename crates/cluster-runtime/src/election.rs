@@ -31,6 +31,7 @@ use crate::context::{ActiveContext, AppContext, LeaderChange, TermAuthority};
 use crate::error::RuntimeError;
 use crate::hooks::run_optional;
 use crate::metric_definitions;
+use crate::service::ServiceRole;
 use crate::sessions::{Under, under};
 use crate::sqlite::SqliteRole;
 
@@ -159,6 +160,8 @@ enum AfterTerm {
 #[derive(Debug)]
 enum TermEnd {
     ActiveFailed,
+    /// The term's service failed while it served (its restarts ran out).
+    ServiceFailed(String),
     Lost,
     StepDown(oneshot::Sender<()>),
     Shutdown,
@@ -246,6 +249,8 @@ pub(crate) struct Driver {
     pub(crate) role_tx: watch::Sender<Role>,
     /// The app's replicated database, if it has one.
     pub(crate) sqlite: Option<Arc<SqliteRole>>,
+    /// The app's service, if it runs one.
+    pub(crate) service: Option<Arc<ServiceRole>>,
 }
 
 /// Runs the active-passive role loop of one app until `stop` fires.
@@ -261,6 +266,7 @@ pub(crate) async fn drive(
         backoff,
         role_tx,
         sqlite,
+        service,
     } = driver;
     let app = ctx.app().to_string();
     let Ok(key) = election_key(&ctx) else { return };
@@ -313,6 +319,7 @@ pub(crate) async fn drive(
             &session,
             &term,
             sqlite.as_deref(),
+            service.as_deref(),
         )
         .await
         {
@@ -342,6 +349,7 @@ async fn lead(
     session: &coord_client::Session,
     term: &Leadership,
     sqlite: Option<&SqliteRole>,
+    service: Option<&ServiceRole>,
 ) -> AfterTerm {
     let app = ctx.app().to_string();
     // Fires with the session, or when the term ends for any other reason.
@@ -372,6 +380,10 @@ async fn lead(
         cancel: cancel.clone(),
         slot: None,
     };
+    let acquired_at = coord_client::instant_now();
+    // The failover sequence: promote the database, start the service (ready once its critical
+    // checks pass), then on_active. A failing step fails the term; the steps before it are
+    // undone in reverse as the term ends (service stopped, database demoted, term resigned).
     let start = async {
         // A replicated database is promoted before the app's own on_active: the app finds its
         // data in place, and a failed promotion fails the term like a failed on_active.
@@ -381,18 +393,49 @@ async fn lead(
             tracing::warn!(app, error = %e, "database promotion failed");
             return false;
         }
-        run_optional(&hooks.on_active, &app, "on_active", active.clone(), timeout)
+        if let Some(svc) = service
+            && let Err(e) = svc.start(ctx, term.token, Some(session)).await
+        {
+            tracing::warn!(app, error = %e, "the service did not start");
+            ctx.shared.audit.record(
+                AuditRecord::new(AuditKind::FailoverRolledBack)
+                    .app(&app)
+                    .token(term.token)
+                    .detail(format!("service start failed: {e}")),
+            );
+            return false;
+        }
+        let ok = run_optional(&hooks.on_active, &app, "on_active", active.clone(), timeout)
             .await
-            .is_ok()
+            .is_ok();
+        if !ok && (service.is_some() || sqlite.is_some()) {
+            ctx.shared.audit.record(
+                AuditRecord::new(AuditKind::FailoverRolledBack)
+                    .app(&app)
+                    .token(term.token)
+                    .detail("on_active failed"),
+            );
+        }
+        ok
     };
     let started = tokio::select! {
         ok = start => ok,
         _ = session.lost() => false,
         _ = key_gone.cancelled() => false,
     };
+    if started {
+        metrics::histogram!(metric_definitions::FAILOVER_DURATION, "app" => app.clone())
+            .record(acquired_at.elapsed().as_secs_f64());
+    }
     let fenced_out = async {
         match sqlite {
             Some(db) => db.fenced_out().await,
+            None => std::future::pending().await,
+        }
+    };
+    let service_failed = async {
+        match service {
+            Some(s) => s.failed().await,
             None => std::future::pending().await,
         }
     };
@@ -407,6 +450,7 @@ async fn lead(
             _ = session.lost() => TermEnd::Lost,
             _ = key_gone.cancelled() => TermEnd::Lost,
             _ = fenced_out => TermEnd::Lost,
+            reason = service_failed => TermEnd::ServiceFailed(reason),
             _ = stop.cancelled() => TermEnd::Shutdown,
             request = step_down_rx.recv() => match request {
                 Some(done) => TermEnd::StepDown(done),
@@ -414,8 +458,21 @@ async fn lead(
             },
         }
     };
-    // Leader-scoped work stops first, before anything else can happen.
+    if let TermEnd::ServiceFailed(reason) = &end {
+        // The same undo as a failing start: service, database, term, in that order.
+        ctx.shared.audit.record(
+            AuditRecord::new(AuditKind::FailoverRolledBack)
+                .app(&app)
+                .token(term.token)
+                .detail(format!("the service failed during the term: {reason}")),
+        );
+    }
+    // Leader-scoped work stops first, before anything else can happen: the term's token, then
+    // its service (whose supervisor also kills it at the deadline by itself).
     cancel.cancel();
+    if let Some(svc) = service {
+        svc.stop(ctx, Some(term.token)).await;
+    }
     key_watch.abort();
     ctx.shared.set_term(None);
     role_tx.send_replace(Role::Passive);
@@ -448,6 +505,14 @@ async fn lead(
                     .app(&app)
                     .token(token)
                     .detail("on_active failed"),
+            );
+        }
+        TermEnd::ServiceFailed(_) => {
+            ctx.shared.audit.record(
+                AuditRecord::new(AuditKind::StepDownInitiated)
+                    .app(&app)
+                    .token(token)
+                    .detail("the service failed"),
             );
         }
         TermEnd::Shutdown => {}
@@ -484,7 +549,7 @@ async fn lead(
             AfterTerm::Backoff
         }
         TermEnd::Lost => AfterTerm::Campaign,
-        TermEnd::ActiveFailed => AfterTerm::Backoff,
+        TermEnd::ActiveFailed | TermEnd::ServiceFailed(_) => AfterTerm::Backoff,
         TermEnd::Shutdown => AfterTerm::Stop,
     }
 }

@@ -230,6 +230,24 @@ impl HealthRegistry {
         });
     }
 
+    /// Removes the check `name` (its loop ends with the stop token given to `register`): for
+    /// checks that exist only while something runs, such as an app's service.
+    pub fn remove(&self, name: &str) {
+        let overall = {
+            let mut checks = self.lock();
+            checks.remove(name);
+            rollup(&checks)
+        };
+        self.publish(overall);
+    }
+
+    /// Whether `name` has run and its last result passed.
+    pub fn passing(&self, name: &str) -> bool {
+        self.lock()
+            .get(name)
+            .is_some_and(|c| c.history.back().is_some_and(|r| r.ok))
+    }
+
     /// Records a result for `name` from outside (for checks driven by events, not polling).
     pub fn set(&self, name: &str, result: Result<(), String>) {
         self.record(name, result);

@@ -49,6 +49,7 @@ mod owned_work;
 mod platform;
 mod ring;
 mod self_health;
+mod service;
 mod sessions;
 mod slots;
 #[cfg(feature = "sqlite")]
@@ -72,6 +73,7 @@ pub use kv::{AppKv, FencedKv};
 pub use owned_work::{PartitionWork, WorkError, WorkItem, WorkState};
 pub use platform::{AppHandle, NodeState, Platform, PlatformBuilder};
 pub use ring::{RingHandle, RingView};
+pub use service::{ServiceCheck, ServiceOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteSpec;
 pub use timing::Timing;

@@ -22,3 +22,6 @@ pub const AUDIT_DROPPED: &str = "cluster_audit_dropped_total";
 pub const HEALTH_CHECKS: &str = "cluster_health_checks_total";
 /// Graceful handoffs that released a partition before its outbox was drained, by `app`.
 pub const OUTBOX_DRAIN_TIMEOUTS: &str = "cluster_outbox_drain_timeouts_total";
+/// Seconds from winning an election to the term serving (database promoted, service ready,
+/// `on_active` done), by `app`.
+pub const FAILOVER_DURATION: &str = "cluster_failover_duration_seconds";

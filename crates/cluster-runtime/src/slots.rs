@@ -21,6 +21,7 @@ use crate::app::AppHooks;
 use crate::context::{ActiveContext, AppContext, TermAuthority};
 use crate::election::Role;
 use crate::hooks::run_optional;
+use crate::service::ServiceRole;
 use crate::sessions::{Under, under};
 
 /// Pool mode: active from the node's first session until it stops, store outages included.
@@ -29,6 +30,7 @@ pub(crate) async fn drive_pool(
     hooks: Arc<AppHooks>,
     timeout: Duration,
     role_tx: watch::Sender<Role>,
+    service: Option<Arc<ServiceRole>>,
     stop: CancellationToken,
 ) {
     let app = ctx.app().to_string();
@@ -49,18 +51,26 @@ pub(crate) async fn drive_pool(
             cancel: cancel.clone(),
             slot: None,
         };
-        let ok = run_optional(&hooks.on_active, &app, "on_active", active, timeout)
-            .await
-            .is_ok();
+        // A pool's service is unfenced: it outlives a store outage or a paused agent, not the
+        // agent itself.
+        let ok = start_service(service.as_deref(), &ctx, FencingToken::ZERO, None).await
+            && run_optional(&hooks.on_active, &app, "on_active", active, timeout)
+                .await
+                .is_ok();
         let stopping = if ok {
             // Pool work holds nothing in the store: a store outage (a lost session) does not
-            // stop it; only the node stopping does.
-            stop.cancelled().await;
-            true
+            // stop it; only the node stopping (or its service failing) does.
+            tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = service_failed(service.as_deref()) => false,
+            }
         } else {
             stop.is_cancelled()
         };
         cancel.cancel();
+        if let Some(svc) = &service {
+            svc.stop(&ctx, None).await;
+        }
         role_tx.send_replace(Role::Passive);
         let _ = run_optional(&hooks.on_passive, &app, "on_passive", ctx.clone(), timeout).await;
         if stopping {
@@ -71,6 +81,12 @@ pub(crate) async fn drive_pool(
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = session.lost() => {}
+            }
+        } else {
+            // The service failed: start it again after a pause.
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(crate::timing::pace::SLOT_RECLAIM) => {}
             }
         }
     }
@@ -164,6 +180,7 @@ pub(crate) async fn drive_replicas(
     timeout: Duration,
     slots: u32,
     role_tx: watch::Sender<Role>,
+    service: Option<Arc<ServiceRole>>,
     stop: CancellationToken,
 ) {
     let app = ctx.app().to_string();
@@ -213,19 +230,25 @@ pub(crate) async fn drive_replicas(
             cancel: cancel.clone(),
             slot: Some(slot),
         };
-        let ok = run_optional(&hooks.on_active, &app, "on_active", active, timeout)
-            .await
-            .is_ok();
+        // A slot's service is fenced by the session that holds the slot's claim.
+        let ok = start_service(service.as_deref(), &ctx, claim.token, Some(&session)).await
+            && run_optional(&hooks.on_active, &app, "on_active", active, timeout)
+                .await
+                .is_ok();
         let stopping = if ok {
             tokio::select! {
                 _ = stop.cancelled() => true,
                 _ = session.lost() => false,
                 _ = claim_gone(&ctx, &claim) => false,
+                _ = service_failed(service.as_deref()) => false,
             }
         } else {
             stop.is_cancelled()
         };
         cancel.cancel();
+        if let Some(svc) = &service {
+            svc.stop(&ctx, Some(claim.token)).await;
+        }
         ctx.shared.set_term(None);
         role_tx.send_replace(Role::Passive);
         if session.is_alive() {
@@ -243,4 +266,36 @@ pub(crate) async fn drive_replicas(
         }
     }
     role_tx.send_replace(Role::Stopped);
+}
+
+/// Starts the slot's service, if the app has one; false (audited as a rollback) if it does
+/// not get ready.
+async fn start_service(
+    service: Option<&ServiceRole>,
+    ctx: &AppContext,
+    token: FencingToken,
+    session: Option<&Session>,
+) -> bool {
+    let Some(svc) = service else { return true };
+    match svc.start(ctx, token, session).await {
+        Ok(()) => true,
+        Err(e) => {
+            let app = ctx.app().to_string();
+            tracing::warn!(app, error = %e, "the service did not start");
+            ctx.shared.audit.record(
+                crate::audit::AuditRecord::new(crate::audit::AuditKind::FailoverRolledBack)
+                    .app(&app)
+                    .token(token)
+                    .detail(format!("service start failed: {e}")),
+            );
+            false
+        }
+    }
+}
+
+async fn service_failed(service: Option<&ServiceRole>) -> String {
+    match service {
+        Some(s) => s.failed().await,
+        None => std::future::pending().await,
+    }
 }

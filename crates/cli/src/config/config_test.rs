@@ -311,3 +311,53 @@ fn placement_rules_match_node_labels() {
     let c = load_text(&text, &[("CLUSTER_NODE__LABELS__ZONE", "b")], &[]).unwrap();
     assert!(c.apps[0].placed_on(&c.node.labels));
 }
+
+#[test]
+fn a_backend_is_checked_and_refused_on_a_ring_app() {
+    let app = |mode: &str, process: &str| {
+        format!("{BASE}\n[[app]]\nname = \"a\"\n{mode}\n[app.backend.process]\n{process}")
+    };
+    let ok = load_text(
+        &app(
+            "mode = \"pool\"",
+            "command = \"sleep\"\nargs = [\"60\"]\nrestart = \"always\"\ngrace = \"2s\"",
+        ),
+        &[],
+        &[],
+    )
+    .unwrap();
+    let backend = ok.apps[0].backend.as_ref().unwrap();
+    assert_eq!(backend.process.command, "sleep");
+    assert_eq!(backend.process.restart, backends::RestartPolicy::Always);
+    assert_eq!(backend.process.grace, Duration::from_secs(2));
+    assert_eq!(
+        fields(
+            &app("mode = \"ring\"\npartitions = 4", "command = \"x\""),
+            &[]
+        ),
+        ["app[0].backend"]
+    );
+    assert_eq!(
+        fields(&app("mode = \"pool\"", "args = [\"x\"]"), &[]),
+        ["app[0].backend.process.command"]
+    );
+    assert_eq!(
+        fields(
+            &app(
+                "mode = \"pool\"",
+                "command = \"x\"\nrestart = \"sometimes\""
+            ),
+            &[]
+        ),
+        ["app[0].backend.process.restart"]
+    );
+    assert_eq!(
+        fields(
+            &format!(
+                "{BASE}\n[[app]]\nname = \"a\"\nmode = \"pool\"\n[app.backend]\nstart_timeout = \"5s\""
+            ),
+            &[]
+        ),
+        ["app[0].backend"]
+    );
+}

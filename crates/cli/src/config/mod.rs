@@ -135,8 +135,19 @@ pub struct AppConfig {
     pub on_label: BTreeMap<String, String>,
     /// Its replicated database.
     pub sqlite: Option<SqliteConfig>,
-    /// Its health checks.
+    /// Its health checks (with a backend: the service's, run while it runs).
     pub health: Vec<HealthCheck>,
+    /// The service it runs under its role.
+    pub backend: Option<BackendConfig>,
+}
+
+/// `[app.backend]`.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// From start to the critical checks passing, at most this long.
+    pub start_timeout: Duration,
+    /// The process to run (`log_file` relative to `node.data_dir` until composed).
+    pub process: backends::ProcessSpec,
 }
 
 impl AppConfig {

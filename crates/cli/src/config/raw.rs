@@ -98,6 +98,40 @@ pub(crate) struct RawApp {
     pub(crate) placement: RawPlacement,
     pub(crate) sqlite: Option<RawSqlite>,
     pub(crate) health: Vec<RawHealth>,
+    pub(crate) backend: Option<RawBackend>,
+}
+
+/// `[app.backend]`: the service the app runs under its role.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawBackend {
+    #[serde(with = "humantime_serde")]
+    pub(crate) start_timeout: Option<Duration>,
+    pub(crate) process: Option<RawProcess>,
+}
+
+/// `[app.backend.process]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawProcess {
+    pub(crate) command: Option<String>,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) working_dir: Option<PathBuf>,
+    pub(crate) user: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) grace: Option<Duration>,
+    pub(crate) restart: Option<String>,
+    pub(crate) max_restarts: Option<u32>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) restart_window: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) backoff_initial: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) backoff_max: Option<Duration>,
+    pub(crate) log_file: Option<PathBuf>,
+    pub(crate) log_max_bytes: Option<u64>,
+    pub(crate) log_keep: Option<usize>,
 }
 
 /// `[app.placement]`: hard rules on this node's labels.

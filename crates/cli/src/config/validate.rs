@@ -523,6 +523,15 @@ fn check_app(i: usize, raw: RawApp, errors: &mut Vec<ConfigError>) -> Option<App
         None => None,
     };
     let health = check_health(i, raw.health, errors);
+    let backend = raw.backend.and_then(|b| check_backend(i, b, errors));
+    if backend.is_some() && ring {
+        error(
+            errors,
+            at("backend"),
+            "a ring app's partitions have no single service to run; backends run for \
+             active_passive, pool and replicas apps",
+        );
+    }
     for (k, v) in &raw.placement.on_label {
         if k.is_empty() || v.is_empty() {
             error(
@@ -539,6 +548,7 @@ fn check_app(i: usize, raw: RawApp, errors: &mut Vec<ConfigError>) -> Option<App
         on_label: raw.placement.on_label,
         sqlite,
         health,
+        backend,
     };
     // What the runtime itself refuses (partition counts, sqlite outside active-passive...).
     if errors.len() == before
@@ -583,6 +593,97 @@ pub(crate) fn runtime_app(
             .accept_data_loss_on_promotion(s.accept_data_loss_on_promotion);
     }
     b
+}
+
+const RESTARTS: &str = "never, on-failure, always";
+
+fn check_backend(
+    i: usize,
+    raw: super::raw::RawBackend,
+    errors: &mut Vec<ConfigError>,
+) -> Option<super::BackendConfig> {
+    let at = |field: &str| format!("app[{i}].backend.{field}");
+    let Some(p) = raw.process else {
+        error(
+            errors,
+            format!("app[{i}].backend"),
+            "names no backend: add [app.backend.process] (the only backend today)",
+        );
+        return None;
+    };
+    let before = errors.len();
+    let command = p.command.filter(|c| !c.is_empty()).or_else(|| {
+        error(errors, at("process.command"), "missing: the program to run");
+        None
+    });
+    let mut spec = backends::ProcessSpec::new(command.clone().unwrap_or_default());
+    spec.args = p.args;
+    spec.env = p.env;
+    spec.working_dir = p.working_dir;
+    spec.user = p.user;
+    if let Some(g) = p.grace {
+        spec.grace = g;
+    }
+    spec.restart = match p.restart.as_deref() {
+        None => spec.restart,
+        Some("never") => backends::RestartPolicy::Never,
+        Some("on-failure") => backends::RestartPolicy::OnFailure,
+        Some("always") => backends::RestartPolicy::Always,
+        Some(other) => {
+            error(
+                errors,
+                at("process.restart"),
+                format!("{other:?} is not one of {RESTARTS}"),
+            );
+            spec.restart
+        }
+    };
+    if let Some(n) = p.max_restarts {
+        spec.max_restarts = n;
+    }
+    if let Some(w) = p.restart_window {
+        if w.is_zero() {
+            error(
+                errors,
+                at("process.restart_window"),
+                "must be greater than zero",
+            );
+        }
+        spec.restart_window = w;
+    }
+    let initial = p.backoff_initial.unwrap_or(spec.backoff.initial);
+    let max = p.backoff_max.unwrap_or(spec.backoff.max);
+    if initial.is_zero() || initial > max {
+        error(
+            errors,
+            at("process.backoff_initial"),
+            format!("{initial:?} must be above zero and at most backoff_max ({max:?})"),
+        );
+    }
+    spec.backoff = cluster_core::backoff::Backoff::new(initial, max);
+    if let Some(path) = p.log_file {
+        let max_bytes = p.log_max_bytes.unwrap_or(10 << 20);
+        if max_bytes == 0 {
+            error(
+                errors,
+                at("process.log_max_bytes"),
+                "must be greater than zero",
+            );
+        }
+        spec.log_file = Some(backends::LogFileSpec {
+            path,
+            max_bytes,
+            keep: p.log_keep.unwrap_or(3),
+        });
+    }
+    let start_timeout = raw.start_timeout.unwrap_or(Duration::from_secs(30));
+    if start_timeout.is_zero() {
+        error(errors, at("start_timeout"), "must be greater than zero");
+    }
+    (errors.len() == before).then_some(super::BackendConfig {
+        start_timeout,
+        process: spec,
+    })
 }
 
 fn check_sqlite(i: usize, raw: RawSqlite, errors: &mut Vec<ConfigError>) -> Option<SqliteConfig> {

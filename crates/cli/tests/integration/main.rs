@@ -3,6 +3,7 @@
 
 mod agent_backends;
 mod config_cmd;
+mod service_failover;
 
 use std::path::Path;
 use std::process::Output;

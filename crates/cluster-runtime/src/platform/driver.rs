@@ -135,6 +135,7 @@ impl Platform {
                         backoff: inner.timing.step_down_backoff,
                         role_tx: app.role_tx.clone(),
                         sqlite,
+                        service: app.service.clone(),
                     };
                     election::drive(driver, rx, stop.clone()).await;
                 }
@@ -145,6 +146,7 @@ impl Platform {
                     hooks.clone(),
                     timeout,
                     app.role_tx.clone(),
+                    app.service.clone(),
                     stop.clone(),
                 )
                 .await
@@ -156,6 +158,7 @@ impl Platform {
                     timeout,
                     n,
                     app.role_tx.clone(),
+                    app.service.clone(),
                     stop.clone(),
                 )
                 .await

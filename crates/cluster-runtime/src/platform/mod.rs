@@ -69,6 +69,7 @@ pub(crate) struct RegisteredApp {
     pub(crate) ring: Option<(ring::RingViewSender, RingHandle)>,
     pub(crate) settled: watch::Sender<bool>,
     pub(crate) sqlite: std::sync::OnceLock<Arc<crate::sqlite::SqliteRole>>,
+    pub(crate) service: Option<Arc<crate::service::ServiceRole>>,
 }
 
 pub(crate) struct Inner {
@@ -322,7 +323,15 @@ impl Platform {
             }
             _ => None,
         };
+        let service = app.service.as_ref().map(|s| {
+            Arc::new(crate::service::ServiceRole::new(
+                s.backend.clone(),
+                s.options.clone(),
+                self.inner.health.clone(),
+            ))
+        });
         let registered = Arc::new(RegisteredApp {
+            service,
             app,
             ctx,
             role_tx,
@@ -449,6 +458,7 @@ impl Platform {
                     "assignment_version": ring.as_ref().map(|r| r.version),
                     "targeted_here": ring.as_ref().map(|r| r.target.iter().filter(|t| t.as_ref() == Some(&self.inner.node)).count()),
                     "unclaimed": ring.as_ref().map(|r| r.owners.iter().filter(|o| o.is_none()).count()),
+                    "backend": a.service.as_ref().map(|s| s.status()),
                 })
             })
             .collect()
