@@ -173,7 +173,8 @@ impl ClaimStore for NatsCoordinator {
                 {
                     Ok(seq) => {
                         // Handed over: the old lease's renewal drops the key quietly.
-                        self.leases().let_go(crate::layout::place(&claim.resource));
+                        self.leases()
+                            .let_go(crate::layout::place(&claim.resource), seq);
                         return Ok(OwnershipClaim {
                             resource: claim.resource.clone(),
                             owner: to.clone(),

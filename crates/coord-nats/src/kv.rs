@@ -170,7 +170,7 @@ impl NatsCoordinator {
             .when(Condition::LastSeq(seq));
         let written = self.kv().publish(&write, deadline).await;
         if written.is_ok() {
-            self.leases().let_go(at);
+            self.leases().let_go(at, seq);
         }
         written
     }

@@ -64,8 +64,11 @@ enum KeyRenewal {
     Kept,
     /// Never known to be ours here (a bind whose write failed): dropped quietly.
     NotOurs,
-    /// Written by us, and no longer ours.
-    Lost,
+    /// Written by us, and no longer ours; our last write of it was at this sequence.
+    Lost {
+        /// The sequence of our last write of the key.
+        last_seq: u64,
+    },
 }
 
 /// What this process last wrote to a bound key.
@@ -119,34 +122,30 @@ pub(crate) struct LeaseHandle {
 #[derive(Debug, Default)]
 pub(crate) struct LeaseTable {
     map: Mutex<HashMap<LeaseId, Arc<LeaseHandle>>>,
-    /// Bound keys this process deleted or handed over since a renewal last looked at them.
-    let_go: Mutex<std::collections::HashSet<BoundKey>>,
+    /// Bound values this process deleted or handed over since a renewal last looked at them,
+    /// by key and the sequence of the value let go. The sequence names the one lease whose
+    /// write it was, so the renewals of several leases that bound one key in turn each find
+    /// their own record.
+    let_go: Mutex<std::collections::HashSet<(BoundKey, u64)>>,
 }
 
 impl LeaseTable {
-    /// Records that this process deleted or handed over `key`: a renewal that finds it gone
-    /// drops it quietly instead of ending the lease.
-    pub(crate) fn let_go(&self, key: BoundKey) {
+    /// Records that this process deleted or handed over the value written at `seq` of `key`:
+    /// the renewal of the lease that wrote it, finding it gone, drops it quietly instead of
+    /// ending the lease.
+    pub(crate) fn let_go(&self, key: BoundKey, seq: u64) {
         self.let_go
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key);
+            .insert((key, seq));
     }
 
-    /// Whether `key` was let go here; consumes the record.
-    fn was_let_go(&self, key: &BoundKey) -> bool {
+    /// Whether the value of `key` written at `seq` was let go here; consumes the record.
+    fn was_let_go(&self, key: &BoundKey, seq: u64) -> bool {
         self.let_go
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key)
-    }
-
-    /// `key` is bound (again) here: a later loss of it is a real loss.
-    fn bound_again(&self, key: &BoundKey) {
-        self.let_go
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .remove(&(key.clone(), seq))
     }
 
     fn handle(&self, id: &LeaseId) -> Arc<LeaseHandle> {
@@ -337,6 +336,7 @@ impl NatsCoordinator {
         // A key with no known write of ours (a bind whose write failed, a key listed by another
         // process) that is not ours is simply not ours; one we wrote and no longer hold is lost.
         let was_bound = slot.is_some();
+        let mut last_seq = slot.as_ref().map_or(0, |b| b.seq);
         for _ in 0..ATTEMPTS {
             let bound = match slot.take() {
                 Some(bound) => bound,
@@ -354,11 +354,12 @@ impl NatsCoordinator {
                             // Unknown: the renewal below sets it.
                             sent_at: Instant::now(),
                         },
-                        _ if was_bound => return Ok(KeyRenewal::Lost),
+                        _ if was_bound => return Ok(KeyRenewal::Lost { last_seq }),
                         _ => return Ok(KeyRenewal::NotOurs),
                     }
                 }
             };
+            last_seq = bound.seq;
             let write = Write {
                 ttl: Some(ttl),
                 lease: Some(id),
@@ -417,7 +418,6 @@ impl NatsCoordinator {
             return written;
         }
         let seq = written?;
-        self.leases().bound_again(&key);
         state.keys.insert(
             key,
             Some(Bound {
@@ -456,9 +456,9 @@ impl NatsCoordinator {
                     // Pruned from the record by the next rewrite.
                     state.keys.remove(&key);
                 }
-                Ok(KeyRenewal::Lost) => {
+                Ok(KeyRenewal::Lost { last_seq }) => {
                     state.keys.remove(&key);
-                    if !self.leases().was_let_go(&key) {
+                    if !self.leases().was_let_go(&key, last_seq) {
                         lost_keys.push(key);
                     }
                 }

@@ -59,3 +59,30 @@ async fn a_bound_key_deleted_elsewhere_ends_the_lease_and_one_released_here_does
         );
     }
 }
+
+/// One key claimed and released in turn under two leases of this process, before either renews:
+/// each lease's renewal finds the key gone and must know that this process let it go. (A record
+/// of let-go keys shared by every lease was consumed by the first renewal, and the second lease
+/// was then declared lost: seen in a gate as `claims_tokens_increase_over_alternating_claims`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_released_under_two_leases_in_turn_ends_neither() {
+    testkit::init_tracing();
+    let _slot = testkit::test_slot().await;
+    let server = NatsServer::start().await.unwrap();
+    let coord = Arc::new(common::connect(&server).await);
+    let ns = testkit::coordination::fresh_namespace(NamespaceKind::Claims);
+    let resource = Key::new(ns, "hot").unwrap();
+    let a = coord.grant_lease(Duration::from_secs(5)).await.unwrap().id;
+    let b = coord.grant_lease(Duration::from_secs(5)).await.unwrap().id;
+    for (node, lease) in [("a", &a), ("b", &b)] {
+        let claim = coord
+            .claim(&resource, &NodeId::new(node).unwrap(), lease)
+            .await
+            .unwrap();
+        coord.release(&claim).await.unwrap();
+    }
+    coord.renew_lease(&a).await.unwrap();
+    coord.renew_lease(&b).await.unwrap();
+    coord.renew_lease(&a).await.unwrap();
+    coord.renew_lease(&b).await.unwrap();
+}
