@@ -51,6 +51,9 @@ pub async fn compose(config: &AgentConfig) -> Result<Composed, Failure> {
     for (k, v) in &config.node.labels {
         b = b.label(k.clone(), v.clone());
     }
+    if let Some(token) = admin_token(&config.admin)? {
+        b = b.admin_token(token);
+    }
     if let Some(bus) = bus {
         b = b.event_bus(bus);
     }
@@ -140,6 +143,43 @@ async fn bus(b: Option<&Bus>) -> Result<BusAndStores, Failure> {
             (Some(Arc::new(bus)), Some(Arc::new(stores)))
         }
     })
+}
+
+/// The admin token from its file; with `generate` (`--dev`), a random one written there first.
+fn admin_token(admin: &crate::config::AdminSection) -> Result<Option<String>, Failure> {
+    let Some(path) = &admin.token_file else {
+        return Ok(None);
+    };
+    if admin.generate && !path.exists() {
+        let mut bytes = [0u8; 24];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom")
+                .map_err(|e| Failure::Other(format!("/dev/urandom: {e}")))?,
+            &mut bytes,
+        )
+        .map_err(|e| Failure::Other(format!("/dev/urandom: {e}")))?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Failure::Config(format!("admin.token_file: {}: {e}", path.display())))?;
+        std::io::Write::write_all(&mut file, token.as_bytes())
+            .map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
+        tracing::info!(file = %path.display(), "wrote a random admin token");
+    }
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Config(format!("admin.token_file: {}: {e}", path.display())))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Failure::Config(format!(
+            "admin.token_file: {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// The app's process backend, run under this very binary's `cluster supervise`.

@@ -56,6 +56,10 @@ object_replicas = 1
 [bus.nats]
 url = "nats://127.0.0.1:4222"
 
+[admin]
+# The token mutating admin calls (cluster stepdown, kv put, snapshot create...) must carry.
+token_file = "/etc/cluster/admin-token"
+
 # One leader at a time, the others standing by, with a replicated SQLite database.
 [[app]]
 name = "ledger"

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod admin;
 pub mod agent;
 pub mod compose;
 pub mod config;

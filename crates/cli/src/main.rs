@@ -11,7 +11,7 @@ use cluster_cli::exit::Failure;
 
 /// Run and operate a cluster: leader election, leases and fencing, sharding, replication.
 #[derive(Debug, Parser)]
-#[command(name = "cluster", version, about, long_about = None)]
+#[command(name = "cluster", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +21,32 @@ struct Cli {
 enum Command {
     /// Run this node's agent until SIGTERM or SIGINT.
     Agent(AgentArgs),
+    /// Show an agent's node, its members and its apps.
+    Status(Target),
+    /// Show an agent's health checks.
+    Health(Target),
+    /// Make the leader of APP step down; the next candidate takes the term with a larger token.
+    Stepdown {
+        /// The app.
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Live nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Apps, as an agent sees them.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// An app's key space; writes are fenced by the writer's term token.
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// An app's replicated database.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Snapshots of an app's replicated database.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -42,6 +68,120 @@ enum Command {
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// Which agent an admin command talks to, and how.
+#[derive(Debug, Clone, Args)]
+struct Target {
+    /// The agent's address.
+    #[arg(long, env = "CLUSTER_ADDR", default_value = cluster_cli::admin::DEFAULT_ADDR)]
+    addr: String,
+    /// A file holding the admin token (changes need it).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The admin token itself (instead of --token-file).
+    #[arg(long, env = "CLUSTER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the agent's JSON answer instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Every live node.
+    List(Target),
+    /// One node.
+    Status {
+        /// The node's id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AppCommand {
+    /// Every app on the agent.
+    List(Target),
+    /// One app: role, leader, token, partitions, service.
+    Status {
+        /// The app.
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KvCommand {
+    /// Print a value.
+    Get {
+        /// The app.
+        app: String,
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Write a value under the current term: refused (exit 4) unless TOKEN is that term's.
+    Put {
+        /// The app.
+        app: String,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// The writer's term token (a service gets it as CLUSTER_TOKEN).
+        #[arg(long = "term-token", value_name = "TOKEN")]
+        term_token: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Return once every commit so far is acknowledged by the object store.
+    Sync {
+        /// The app.
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// The app's snapshots.
+    List {
+        /// The app.
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Take a snapshot now (on the leader).
+    Create {
+        /// The app.
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a snapshot.
+    Delete {
+        /// The snapshot's id.
+        id: String,
+        /// The app.
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -143,8 +283,165 @@ fn init_logging() {
         .init();
 }
 
+fn client(t: &Target) -> Result<cluster_cli::admin::Client, Failure> {
+    let token = match (&t.token_file, &t.token) {
+        (Some(f), _) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| Failure::Config(format!("--token-file {}: {e}", f.display())))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, t) => t.clone(),
+    };
+    Ok(cluster_cli::admin::Client::new(&t.addr, token, t.timeout))
+}
+
+/// Runs one admin call and prints its answer: JSON with --json, else `human(answer)`.
+fn admin(
+    t: &Target,
+    call: impl AsyncFnOnce(cluster_cli::admin::Client) -> Result<serde_json::Value, Failure>,
+    human: impl FnOnce(&serde_json::Value) -> String,
+) -> Result<(), Failure> {
+    let client = client(t)?;
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(format!("cannot start the async runtime: {e}")))?
+        .block_on(call(client))?;
+    if t.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    } else {
+        println!("{}", human(&answer));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
+    use cluster_cli::admin as a;
     match cli.command {
+        Command::Status(t) => admin(&t, async |c| c.get("/v1/status").await, a::status_text),
+        Command::Health(t) => admin(&t, async |c| c.get("/v1/health").await, a::health_text),
+        Command::Stepdown { app, target } => admin(
+            &target,
+            async |c| c.post(&format!("/v1/apps/{app}/stepdown")).await,
+            |v| {
+                format!(
+                    "{} stepped down from {} (token {})",
+                    a::text(&v["node"]),
+                    a::text(&v["app"]),
+                    a::text(&v["token"])
+                )
+            },
+        ),
+        Command::Node(NodeCommand::List(t)) => admin(
+            &t,
+            async |c| c.get("/v1/nodes").await,
+            |v| a::nodes_table(&v["nodes"]),
+        ),
+        Command::Node(NodeCommand::Status { id, target }) => admin(
+            &target,
+            async |c| c.get(&format!("/v1/nodes/{id}")).await,
+            |v| a::nodes_table(&serde_json::Value::Array(vec![v.clone()])),
+        ),
+        Command::App(AppCommand::List(t)) => admin(
+            &t,
+            async |c| c.get("/v1/apps").await,
+            |v| a::apps_table(&v["apps"]),
+        ),
+        Command::App(AppCommand::Status { app, target }) => admin(
+            &target,
+            async |c| c.get(&format!("/v1/apps/{app}")).await,
+            |v| a::apps_table(&serde_json::Value::Array(vec![v.clone()])),
+        ),
+        Command::Kv(KvCommand::Get { app, key, target }) => admin(
+            &target,
+            async |c| {
+                let bytes = c
+                    .call_raw(
+                        reqwest::Method::GET,
+                        &format!("/v1/apps/{app}/kv/{key}"),
+                        None,
+                        &[],
+                    )
+                    .await?;
+                Ok(serde_json::json!({ "key": key, "value": String::from_utf8_lossy(&bytes) }))
+            },
+            |v| a::text(&v["value"]),
+        ),
+        Command::Kv(KvCommand::Put {
+            app,
+            key,
+            value,
+            term_token,
+            target,
+        }) => admin(
+            &target,
+            async |c| {
+                c.call(
+                    reqwest::Method::PUT,
+                    &format!("/v1/apps/{app}/kv/{key}"),
+                    Some(value.into_bytes()),
+                    &[("x-cluster-token", term_token.to_string())],
+                )
+                .await
+            },
+            |v| {
+                format!(
+                    "written by {} at revision {}",
+                    a::text(&v["node"]),
+                    a::text(&v["revision"])
+                )
+            },
+        ),
+        Command::Db(DbCommand::Sync { app, target }) => admin(
+            &target,
+            async |c| c.post(&format!("/v1/apps/{app}/db/sync")).await,
+            |v| {
+                format!(
+                    "{}: every commit acknowledged up to {}",
+                    a::text(&v["node"]),
+                    v["position"]
+                )
+            },
+        ),
+        Command::Snapshot(SnapshotCommand::List { app, target }) => admin(
+            &target,
+            async |c| c.get(&format!("/v1/apps/{app}/snapshots")).await,
+            a::snapshots_table,
+        ),
+        Command::Snapshot(SnapshotCommand::Create { app, target }) => admin(
+            &target,
+            async |c| c.post(&format!("/v1/apps/{app}/snapshots")).await,
+            |v| {
+                format!(
+                    "{} took snapshot {}",
+                    a::text(&v["node"]),
+                    a::text(&v["snapshot"]["id"])
+                )
+            },
+        ),
+        Command::Snapshot(SnapshotCommand::Delete { id, app, target }) => admin(
+            &target,
+            async |c| {
+                c.call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/apps/{app}/snapshots/{id}"),
+                    None,
+                    &[],
+                )
+                .await
+            },
+            |v| {
+                format!(
+                    "{} deleted snapshot {}",
+                    a::text(&v["node"]),
+                    a::text(&v["deleted"])
+                )
+            },
+        ),
         Command::Agent(args) => agent(args),
         Command::Supervise { args } => {
             let args = backends::SupervisorArgs::parse(args).map_err(Failure::Config)?;

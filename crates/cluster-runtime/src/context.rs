@@ -21,6 +21,10 @@ pub(crate) struct TermAuthority {
     pub(crate) lease: cluster_core::coordination::LeaseId,
     /// The term's cancellation.
     pub(crate) cancel: CancellationToken,
+    /// The term's token.
+    pub(crate) token: FencingToken,
+    /// The term's fence (writes under it are refused once another term holds the key).
+    pub(crate) fence: Fence,
 }
 
 impl TermAuthority {

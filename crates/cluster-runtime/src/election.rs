@@ -364,6 +364,8 @@ async fn lead(
     ctx.shared.set_term(Some(TermAuthority {
         lease: session.lease().clone(),
         cancel: cancel.clone(),
+        token: term.token,
+        fence: term.fence(),
     }));
     role_tx.send_replace(Role::Active { token: term.token });
     metrics::gauge!(metric_definitions::ELECTION_EPOCH, "app" => app.clone())

@@ -1,4 +1,4 @@
-//! `/health`, `/ready`, `/status` and `/metrics` over HTTP.
+//! `/health`, `/ready`, `/status` and `/metrics` over HTTP, and the admin API (`/v1`, see `admin`).
 //!
 //! - `/health`: 200 unless a critical health check fails (503), with every check's report.
 //! - `/ready`: 200 once the node is joined under a live session and every app has settled;
@@ -63,6 +63,7 @@ pub(crate) async fn serve(
         .route("/ready", get(ready))
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
+        .merge(crate::admin::routes())
         .with_state(platform);
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
@@ -72,7 +73,7 @@ pub(crate) async fn serve(
             tracing::warn!(error = %e, "http endpoint stopped");
         }
     });
-    tracing::info!(%bound, "serving /health /ready /status /metrics");
+    tracing::info!(%bound, "serving /health /ready /status /metrics and the admin API under /v1");
     Ok(bound)
 }
 
@@ -103,23 +104,31 @@ async fn ready(State(p): State<Platform>) -> impl IntoResponse {
 }
 
 async fn status(State(p): State<Platform>) -> impl IntoResponse {
-    let session = p.inner.sessions.current();
-    let members: Vec<_> = p.members().into_values().collect();
-    Json(serde_json::json!({
-        "platform": p.name().as_str(),
-        "node": p.node().as_str(),
-        "state": p.state(),
-        "ready": p.is_ready(),
-        "health": p.health().status(),
-        "health_state": p.node_health(),
-        "session": session.map(|s| serde_json::json!({
-            "lease": s.lease().as_str(),
-            "ttl_ms": s.ttl().as_millis() as u64,
-            "safe_for_ms": s.safe_until().map(|t| t.saturating_duration_since(coord_client::mono_now()).as_millis() as u64),
-        })),
-        "members": members,
-        "apps": p.app_status(),
-    }))
+    Json(p.status_json())
+}
+
+impl Platform {
+    /// What `/status` and `/v1/status` answer.
+    pub(crate) fn status_json(&self) -> serde_json::Value {
+        let p = self;
+        let session = p.inner.sessions.current();
+        let members: Vec<_> = p.members().into_values().collect();
+        serde_json::json!({
+            "platform": p.name().as_str(),
+            "node": p.node().as_str(),
+            "state": p.state(),
+            "ready": p.is_ready(),
+            "health": p.health().status(),
+            "health_state": p.node_health(),
+            "session": session.map(|s| serde_json::json!({
+                "lease": s.lease().as_str(),
+                "ttl_ms": s.ttl().as_millis() as u64,
+                "safe_for_ms": s.safe_until().map(|t| t.saturating_duration_since(coord_client::mono_now()).as_millis() as u64),
+            })),
+            "members": members,
+            "apps": p.app_status(),
+        })
+    }
 }
 
 async fn metrics_text() -> impl IntoResponse {

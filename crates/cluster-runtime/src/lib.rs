@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+mod admin;
 mod app;
 mod audit;
 mod context;

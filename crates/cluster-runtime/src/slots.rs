@@ -221,6 +221,8 @@ pub(crate) async fn drive_replicas(
         ctx.shared.set_term(Some(TermAuthority {
             lease: session.lease().clone(),
             cancel: cancel.clone(),
+            token: claim.token,
+            fence: claim.fence(),
         }));
         role_tx.send_replace(Role::Active { token: claim.token });
         let active = ActiveContext {

@@ -36,8 +36,19 @@ pub struct AgentConfig {
     pub coordination: Coordination,
     /// `[bus]`, if the node has an event bus.
     pub bus: Option<Bus>,
+    /// `[admin]`.
+    pub admin: AdminSection,
     /// `[[app]]`, in file order.
     pub apps: Vec<AppConfig>,
+}
+
+/// `[admin]`: the admin API's token.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSection {
+    /// The file holding the token mutating admin calls must carry; none: they are refused.
+    pub token_file: Option<PathBuf>,
+    /// Write a random token there if the file does not exist (`--dev`).
+    pub generate: bool,
 }
 
 /// `[platform]`.
@@ -296,7 +307,7 @@ pub fn load(sources: &Sources) -> Result<AgentConfig, ConfigErrors> {
         validate::dev_conflicts(&root, &mut errors);
     }
     let raw = validate::deserialize(root, &all, &mut errors);
-    let config = raw.and_then(|raw| validate::check(raw, &mut errors));
+    let config = raw.and_then(|raw| validate::check(raw, sources.dev.is_some(), &mut errors));
     match config {
         Some(config) if errors.is_empty() => Ok(config),
         _ => Err(ConfigErrors(errors)),

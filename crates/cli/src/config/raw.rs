@@ -20,7 +20,15 @@ pub(crate) struct RawConfig {
     pub(crate) timing: RawTiming,
     pub(crate) coordination: RawCoordination,
     pub(crate) bus: Option<RawBus>,
+    pub(crate) admin: RawAdmin,
     pub(crate) app: Vec<RawApp>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawAdmin {
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 /// `[platform]`.

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use super::overrides::{Override, Step, path_text};
 use super::raw::{RawApp, RawConfig, RawHealth, RawSqlite};
 use super::{
-    AgentConfig, AppConfig, AppModeConfig, Bus, COMPONENT, Coordination, DevDefaults, HealthCheck,
-    NodeSection, PlatformSection, Probe, SqliteConfig, TimingSection,
+    AdminSection, AgentConfig, AppConfig, AppModeConfig, Bus, COMPONENT, Coordination, DevDefaults,
+    HealthCheck, NodeSection, PlatformSection, Probe, SqliteConfig, TimingSection,
 };
 
 /// The port the agent serves on unless `node.http_addr` says otherwise.
@@ -48,6 +48,14 @@ pub(super) fn dev_defaults(root: &mut toml::Value, dev: &DevDefaults) {
         node.entry("id").or_insert_with(|| "dev".into());
         node.entry("data_dir")
             .or_insert_with(|| dev.data_dir.display().to_string().into());
+    }
+    if let toml::Value::Table(admin) = top
+        .entry("admin")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+    {
+        admin
+            .entry("token_file")
+            .or_insert_with(|| "admin-token".into());
     }
     if !top.contains_key("app") {
         let sample: toml::Table = toml::from_str(
@@ -130,7 +138,11 @@ fn steps(path: &serde_ignored::Path<'_>) -> Vec<Step> {
 }
 
 /// Checks every section; `None` when something is wrong (and then `errors` says what).
-pub(super) fn check(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<AgentConfig> {
+pub(super) fn check(
+    raw: RawConfig,
+    dev: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Option<AgentConfig> {
     let before = errors.len();
     let platform = PlatformSection {
         name: raw.platform.name.unwrap_or_else(|| "cluster".into()),
@@ -243,12 +255,23 @@ pub(super) fn check(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<Age
     }
     let coordination = coordination?;
     let node = node?;
+    let admin = AdminSection {
+        token_file: raw.admin.token_file.map(|f| {
+            if f.is_relative() {
+                node.data_dir.join(f)
+            } else {
+                f
+            }
+        }),
+        generate: dev,
+    };
     (errors.len() == before).then_some(AgentConfig {
         platform,
         node,
         timing,
         coordination,
         bus,
+        admin,
         apps,
     })
 }

@@ -1,6 +1,7 @@
 //! The `cluster` binary, run as users run it (`CARGO_BIN_EXE_cluster`), against real servers.
 #![allow(clippy::disallowed_methods)]
 
+mod admin_cmds;
 mod agent_backends;
 mod config_cmd;
 mod service_failover;

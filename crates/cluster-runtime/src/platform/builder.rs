@@ -33,6 +33,7 @@ pub struct PlatformBuilder {
     max_concurrent_moves: usize,
     object_stores: Option<Arc<dyn cluster_core::object_store::ObjectStores>>,
     clock: Arc<dyn cluster_core::clock::Clock>,
+    admin_token: Option<String>,
 }
 
 impl std::fmt::Debug for PlatformBuilder {
@@ -141,6 +142,13 @@ impl PlatformBuilder {
         self
     }
 
+    /// The token the admin API's mutating calls must carry (`Authorization: Bearer TOKEN`);
+    /// without one they are refused.
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
+        self
+    }
+
     /// Serves `/health`, `/ready`, `/status` and `/metrics` on `addr` (port 0: any free port).
     pub fn http_addr(mut self, addr: SocketAddr) -> Self {
         self.http_addr = Some(addr);
@@ -178,6 +186,7 @@ impl PlatformBuilder {
                 labels: self.labels,
                 timing,
                 http_addr: self.http_addr,
+                admin_token: self.admin_token,
                 max_concurrent_moves: self.max_concurrent_moves,
                 object_stores: self.object_stores,
                 sessions: SessionSlot::default(),
@@ -212,6 +221,7 @@ impl Platform {
             http_addr: None,
             max_concurrent_moves: 16,
             object_stores: None,
+            admin_token: None,
         }
     }
 }

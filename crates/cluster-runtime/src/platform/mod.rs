@@ -83,6 +83,7 @@ pub(crate) struct Inner {
     labels: BTreeMap<String, String>,
     pub(crate) timing: Timing,
     http_addr: Option<SocketAddr>,
+    pub(crate) admin_token: Option<String>,
     max_concurrent_moves: usize,
     object_stores: Option<Arc<dyn cluster_core::object_store::ObjectStores>>,
     pub(crate) sessions: SessionSlot,
@@ -436,6 +437,11 @@ impl Platform {
         inner.state.send_replace(NodeState::Stopped);
         metrics::gauge!(metric_definitions::SESSION_ALIVE).set(0.0);
         Ok(())
+    }
+
+    /// The admin API's token, if set.
+    pub(crate) fn admin_token(&self) -> Option<&str> {
+        self.inner.admin_token.as_deref()
     }
 
     /// Per-app roles and partitions, for `/status`.
