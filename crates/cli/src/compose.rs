@@ -33,6 +33,15 @@ pub async fn compose(config: &AgentConfig) -> Result<Composed, Failure> {
             config.node.data_dir.display()
         ))
     })?;
+    for db in config.apps.iter().filter_map(|a| a.sqlite.as_ref()) {
+        for path in [&db.path, &db.replica_path] {
+            if let Some(parent) = config.node.data_dir.join(path).parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Failure::Config(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+        }
+    }
     let coordinator = coordinator(&config.coordination).await?;
     let (bus, nats_stores) = bus(config.bus.as_ref()).await?;
     let needs_stores = config.apps.iter().any(|a| a.sqlite.is_some());
@@ -213,6 +222,10 @@ fn service_options(
         "CLUSTER_AGENT_URL".to_owned(),
         format!("http://{}", config.node.advertise),
     )];
+    // The service calls its agent (db/sync) with the admin token from this file.
+    if let Some(file) = &config.admin.token_file {
+        env.push(("CLUSTER_TOKEN_FILE".to_owned(), file.display().to_string()));
+    }
     if let Some(db) = &app.sqlite {
         env.push((
             "CLUSTER_DB".to_owned(),

@@ -173,6 +173,19 @@ enum SnapshotCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Restore a snapshot to a local file, verified (`--to`); nothing else is touched.
+    Restore {
+        /// The snapshot's id.
+        id: String,
+        /// The app.
+        #[arg(long)]
+        app: String,
+        /// The file to write (refused if it exists).
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Delete a snapshot.
     Delete {
         /// The snapshot's id.
@@ -423,6 +436,45 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 )
             },
         ),
+        Command::Snapshot(SnapshotCommand::Restore {
+            id,
+            app,
+            to,
+            target,
+        }) => {
+            if to.exists() {
+                return Err(Failure::Config(format!(
+                    "--to {}: exists; not replaced",
+                    to.display()
+                )));
+            }
+            admin(
+                &target,
+                async |c| {
+                    let bytes = c
+                        .call_raw(
+                            reqwest::Method::GET,
+                            &format!("/v1/apps/{app}/snapshots/{id}/database"),
+                            None,
+                            &[],
+                        )
+                        .await?;
+                    let partial = to.with_extension("partial");
+                    std::fs::write(&partial, &bytes)
+                        .and_then(|_| std::fs::rename(&partial, &to))
+                        .map_err(|e| Failure::Other(format!("{}: {e}", to.display())))?;
+                    Ok(serde_json::json!({ "snapshot": id, "file": to, "bytes": bytes.len() }))
+                },
+                |v| {
+                    format!(
+                        "restored snapshot {} to {} ({} bytes)",
+                        a::text(&v["snapshot"]),
+                        a::text(&v["file"]),
+                        v["bytes"]
+                    )
+                },
+            )
+        }
         Command::Snapshot(SnapshotCommand::Delete { id, app, target }) => admin(
             &target,
             async |c| {

@@ -57,6 +57,10 @@ pub(crate) fn routes() -> Router<Platform> {
         .route(
             "/v1/apps/{app}/snapshots/{id}",
             axum::routing::delete(db::snapshots_delete),
+        )
+        .route(
+            "/v1/apps/{app}/snapshots/{id}/database",
+            get(db::snapshot_database),
         );
     router
 }
@@ -370,6 +374,63 @@ async fn kv_put(
 mod db {
     use super::*;
 
+    /// An authorized call on the database of the app `name`.
+    fn authorized_database(
+        p: &Platform,
+        headers: &HeaderMap,
+        name: &str,
+    ) -> Result<std::sync::Arc<crate::sqlite::SqliteRole>, Refusal> {
+        authorized(p, headers)?;
+        let app = find(p, name)?;
+        database(&app, name)
+    }
+
+    /// The database of snapshot `id`, restored and verified here, as bytes: what
+    /// `cluster snapshot restore --to PATH` writes. Nothing else is touched.
+    pub(super) async fn snapshot_database(
+        State(p): State<Platform>,
+        Path((name, id)): Path<(String, String)>,
+        headers: HeaderMap,
+    ) -> Response {
+        let db = match authorized_database(&p, &headers, &name) {
+            Ok(db) => db,
+            Err(r) => return r.into_response(),
+        };
+        let scratch = db.scratch_path(&id);
+        let _ = std::fs::remove_file(&scratch);
+        let restored = db.snapshots().restore(&id, &scratch).await;
+        let answer = match restored {
+            Ok(report) => match tokio::fs::read(&scratch).await {
+                Ok(bytes) => (
+                    StatusCode::OK,
+                    [
+                        (
+                            axum::http::header::CONTENT_TYPE,
+                            "application/vnd.sqlite3".to_owned(),
+                        ),
+                        (
+                            axum::http::HeaderName::from_static("x-cluster-position"),
+                            format!("{}/{}", report.position.generation, report.position.index),
+                        ),
+                    ],
+                    bytes,
+                )
+                    .into_response(),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            },
+            Err(e) if e.to_string().contains("not a snapshot id") => {
+                error(StatusCode::BAD_REQUEST, e.to_string())
+            }
+            Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
+        };
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = scratch.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(std::path::PathBuf::from(p));
+        }
+        answer
+    }
+
     /// The app's database on this node.
     fn database(
         app: &RegisteredApp,
@@ -450,14 +511,7 @@ mod db {
         Path((name, id)): Path<(String, String)>,
         headers: HeaderMap,
     ) -> Response {
-        if let Err(r) = authorized(&p, &headers) {
-            return r.into_response();
-        }
-        let app = match find(&p, &name) {
-            Ok(a) => a,
-            Err(r) => return r.into_response(),
-        };
-        let db = match database(&app, &name) {
+        let db = match authorized_database(&p, &headers, &name) {
             Ok(db) => db,
             Err(r) => return r.into_response(),
         };

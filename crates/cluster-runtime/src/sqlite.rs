@@ -133,6 +133,14 @@ impl SqliteRole {
     }
 
     /// The app's snapshots (taken by the replicator while this node is primary).
+    /// Where a snapshot is restored for the admin API before its bytes are sent: beside the
+    /// database, on the same filesystem.
+    pub(crate) fn scratch_path(&self, id: &str) -> PathBuf {
+        let mut p = self.spec.path.clone().into_os_string();
+        p.push(format!(".restore-{id}"));
+        p.into()
+    }
+
     pub(crate) fn snapshots(&self) -> Snapshots {
         Snapshots::new(
             self.stores.wal.clone(),

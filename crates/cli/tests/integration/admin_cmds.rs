@@ -299,6 +299,19 @@ async fn a_dev_agent_syncs_and_snapshots_its_database_on_command() {
             .any(|s| s["id"] == id.as_str()),
         "{listed}"
     );
+    let file = dir.path().join("restored.db");
+    let f = file.display().to_string();
+    json(&cli(&[
+        "snapshot", "restore", &id, "--app", "ledger", "--to", &f,
+    ]));
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"SQLite format 3\0"), "a database file");
+    let again = cli(&["snapshot", "restore", &id, "--app", "ledger", "--to", &f]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing file is not replaced"
+    );
     json(&cli(&["snapshot", "delete", &id, "--app", "ledger"]));
     let gone = cli(&["snapshot", "delete", &id, "--app", "ledger"]);
     assert_eq!(gone.status.code(), Some(1), "{}", stderr(&gone));
