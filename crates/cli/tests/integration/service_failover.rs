@@ -254,3 +254,38 @@ async fn a_service_failing_on_one_node_rolls_back_and_another_node_leads() {
         "the service's stderr is logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_term_promotes_its_database_before_its_service_starts_and_is_ready() {
+    let (dir, _) = setup();
+    let port = testkit::probe::free_port().unwrap();
+    let file = dir.path().join("dev.toml");
+    std::fs::write(
+        &file,
+        "[[app]]\nname = \"ledger\"\nmode = \"active_passive\"\n[app.sqlite]\npath = \"ledger.db\"\n\
+         [app.backend.process]\ncommand = \"sh\"\nargs = [\"-c\", \"echo serving; exec sleep 300\"]\n\
+         [[app.health]]\nname = \"up\"\nkind = \"command\"\ncommand = [\"true\"]\ninterval = \"100ms\"\n",
+    )
+    .unwrap();
+    let mut cmd = crate::cluster();
+    cmd.args(["agent", "--dev", "--config"])
+        .arg(&file)
+        .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"));
+    let agent = Agent {
+        name: "dev".into(),
+        port,
+        process: ServerProcess::spawn("cluster agent --dev", cmd, &dir.path().join("agent.log"))
+            .unwrap(),
+    };
+    agent.wait_log("audit=\"backend_started\"").await;
+    let log = agent.process.log();
+    let at = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("no {needle} in the log:\n{log}"))
+    };
+    assert!(at("audit=\"promotion_completed\"") < at("service started"));
+    assert!(at("service started") < at("audit=\"backend_started\""));
+    assert!(log.contains("serving"), "the service's output is logged");
+}
