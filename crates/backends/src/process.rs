@@ -147,14 +147,7 @@ impl ProcessBackend {
 
 impl Inner {
     fn set_state(&self, state: BackendState) {
-        for name in [
-            "stopped",
-            "starting",
-            "running",
-            "restarting",
-            "stopping",
-            "failed",
-        ] {
+        for name in BackendState::NAMES {
             let v = if name == state.name() { 1.0 } else { 0.0 };
             metrics::gauge!(m::BACKEND_STATE, "app" => self.app.clone(), "backend" => KIND, "state" => name).set(v);
         }

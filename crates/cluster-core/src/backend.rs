@@ -82,6 +82,16 @@ pub enum BackendState {
 }
 
 impl BackendState {
+    /// Every state's name, in the order of the variants.
+    pub const NAMES: [&'static str; 6] = [
+        "stopped",
+        "starting",
+        "running",
+        "restarting",
+        "stopping",
+        "failed",
+    ];
+
     /// The state's name, for metrics and tables.
     pub fn name(&self) -> &'static str {
         match self {
@@ -188,4 +198,25 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Restarts made since the last `start`.
     fn restarts(&self) -> u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_name_is_listed_once() {
+        let states = [
+            BackendState::Stopped,
+            BackendState::Starting,
+            BackendState::Running { pid: None },
+            BackendState::Restarting { attempt: 1 },
+            BackendState::Stopping,
+            BackendState::Failed {
+                reason: String::new(),
+            },
+        ];
+        let names: Vec<_> = states.iter().map(BackendState::name).collect();
+        assert_eq!(names, BackendState::NAMES);
+    }
 }

@@ -307,13 +307,6 @@ async fn kv_put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&p, &headers) {
-        return r.into_response();
-    }
-    let app = match find(&p, &name) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
     let Some(given) = headers
         .get(TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -325,9 +318,10 @@ async fn kv_put(
         );
     };
     let path = format!("/v1/apps/{name}/kv/{key}");
-    if let Some(r) = on_leader(&p, &app, Method::PUT, &path, &headers, body.clone()).await {
-        return r.into_response();
-    }
+    let app = match leader_call(&p, &name, Method::PUT, &path, &headers, body.clone()).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     let Some(term) = app
         .ctx
         .shared

@@ -395,16 +395,7 @@ async fn lead(
             tracing::warn!(app, error = %e, "database promotion failed");
             return false;
         }
-        if let Some(svc) = service
-            && let Err(e) = svc.start(ctx, term.token, Some(session)).await
-        {
-            tracing::warn!(app, error = %e, "the service did not start");
-            ctx.shared.audit.record(
-                AuditRecord::new(AuditKind::FailoverRolledBack)
-                    .app(&app)
-                    .token(term.token)
-                    .detail(format!("service start failed: {e}")),
-            );
+        if !ServiceRole::start_or_roll_back(service, ctx, term.token, Some(session)).await {
             return false;
         }
         let ok = run_optional(&hooks.on_active, &app, "on_active", active.clone(), timeout)
@@ -435,12 +426,7 @@ async fn lead(
             None => std::future::pending().await,
         }
     };
-    let service_failed = async {
-        match service {
-            Some(s) => s.failed().await,
-            None => std::future::pending().await,
-        }
-    };
+    let service_failed = ServiceRole::failed_if_any(service);
     let end = if !started {
         if session.is_alive() && !key_gone.is_cancelled() {
             TermEnd::ActiveFailed

@@ -212,6 +212,39 @@ impl ServiceRole {
         std::future::pending().await
     }
 
+    /// Starts `service` (if the app has one) for a term or slot; false, audited as a rollback,
+    /// if it does not get ready. The one entry point of the election and the slot loops.
+    pub(crate) async fn start_or_roll_back(
+        service: Option<&ServiceRole>,
+        ctx: &AppContext,
+        token: FencingToken,
+        session: Option<&coord_client::Session>,
+    ) -> bool {
+        let Some(svc) = service else { return true };
+        match svc.start(ctx, token, session).await {
+            Ok(()) => true,
+            Err(e) => {
+                let app = ctx.app().to_string();
+                tracing::warn!(app, error = %e, "the service did not start");
+                ctx.shared.audit.record(
+                    AuditRecord::new(AuditKind::FailoverRolledBack)
+                        .app(&app)
+                        .token(token)
+                        .detail(format!("service start failed: {e}")),
+                );
+                false
+            }
+        }
+    }
+
+    /// Resolves when `service` fails, with why; never without a service.
+    pub(crate) async fn failed_if_any(service: Option<&ServiceRole>) -> String {
+        match service {
+            Some(s) => s.failed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// The backend's state and restarts, for `/status`.
     pub(crate) fn status(&self) -> serde_json::Value {
         serde_json::json!({

@@ -53,16 +53,18 @@ pub(crate) async fn drive_pool(
         };
         // A pool's service is unfenced: it outlives a store outage or a paused agent, not the
         // agent itself.
-        let ok = start_service(service.as_deref(), &ctx, FencingToken::ZERO, None).await
-            && run_optional(&hooks.on_active, &app, "on_active", active, timeout)
+        let ok =
+            ServiceRole::start_or_roll_back(service.as_deref(), &ctx, FencingToken::ZERO, None)
                 .await
-                .is_ok();
+                && run_optional(&hooks.on_active, &app, "on_active", active, timeout)
+                    .await
+                    .is_ok();
         let stopping = if ok {
             // Pool work holds nothing in the store: a store outage (a lost session) does not
             // stop it; only the node stopping (or its service failing) does.
             tokio::select! {
                 _ = stop.cancelled() => true,
-                _ = service_failed(service.as_deref()) => false,
+                _ = ServiceRole::failed_if_any(service.as_deref()) => false,
             }
         } else {
             stop.is_cancelled()
@@ -233,16 +235,18 @@ pub(crate) async fn drive_replicas(
             slot: Some(slot),
         };
         // A slot's service is fenced by the session that holds the slot's claim.
-        let ok = start_service(service.as_deref(), &ctx, claim.token, Some(&session)).await
-            && run_optional(&hooks.on_active, &app, "on_active", active, timeout)
+        let ok =
+            ServiceRole::start_or_roll_back(service.as_deref(), &ctx, claim.token, Some(&session))
                 .await
-                .is_ok();
+                && run_optional(&hooks.on_active, &app, "on_active", active, timeout)
+                    .await
+                    .is_ok();
         let stopping = if ok {
             tokio::select! {
                 _ = stop.cancelled() => true,
                 _ = session.lost() => false,
                 _ = claim_gone(&ctx, &claim) => false,
-                _ = service_failed(service.as_deref()) => false,
+                _ = ServiceRole::failed_if_any(service.as_deref()) => false,
             }
         } else {
             stop.is_cancelled()
@@ -268,36 +272,4 @@ pub(crate) async fn drive_replicas(
         }
     }
     role_tx.send_replace(Role::Stopped);
-}
-
-/// Starts the slot's service, if the app has one; false (audited as a rollback) if it does
-/// not get ready.
-async fn start_service(
-    service: Option<&ServiceRole>,
-    ctx: &AppContext,
-    token: FencingToken,
-    session: Option<&Session>,
-) -> bool {
-    let Some(svc) = service else { return true };
-    match svc.start(ctx, token, session).await {
-        Ok(()) => true,
-        Err(e) => {
-            let app = ctx.app().to_string();
-            tracing::warn!(app, error = %e, "the service did not start");
-            ctx.shared.audit.record(
-                crate::audit::AuditRecord::new(crate::audit::AuditKind::FailoverRolledBack)
-                    .app(&app)
-                    .token(token)
-                    .detail(format!("service start failed: {e}")),
-            );
-            false
-        }
-    }
-}
-
-async fn service_failed(service: Option<&ServiceRole>) -> String {
-    match service {
-        Some(s) => s.failed().await,
-        None => std::future::pending().await,
-    }
 }
